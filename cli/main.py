@@ -1,0 +1,59 @@
+"""`layerbox`: argument parsing and output only; each verb lives in ``cli/commands/``.
+
+Every command module defines ``register(subparsers)`` which adds its parser and sets
+``func`` (called with the parsed args, returns an exit code or None). Modules are
+imported lazily by name so that e.g. ``layerbox images`` never imports FUSE or trio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+
+from cli.errors import UserError
+
+#: Command modules under cli/commands/, in the order `layerbox --help` lists them.
+COMMAND_MODULES: list[str] = [
+]
+
+DEFAULT_ROOT = "/var/lib/layerbox"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="layerbox",
+        description="Run, diff and commit containers on a FUSE union filesystem.")
+    parser.add_argument("--root", default=os.environ.get("LAYERBOX_ROOT", DEFAULT_ROOT),
+                        help="store root (default: $LAYERBOX_ROOT or %(default)s)")
+    parser.add_argument("-D", "--debug", action="store_true", help="debug logging")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"cli.commands.{name}").register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return 1
+    try:
+        code = args.func(args)
+    except UserError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+    return 0 if code is None else int(code)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,8 @@
+"""Suite-wide settings. Tier-specific fixtures live in each test package's conftest."""
+
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
