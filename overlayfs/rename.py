@@ -1,0 +1,141 @@
+"""rename(2) on the merged view, as a method of :class:`overlayfs.model.Union`.
+
+Kept apart from the model because it is the one operation that touches two names,
+two parents and possibly two directory trees at once. Directories with lower parts
+are materialized (copied up whole and made opaque) before they move; the old name
+gets a whiteout when a lower layer still shows something there.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import os
+import stat
+
+from overlayfs import whiteout as wh
+from overlayfs.copyup import remove_entry
+from overlayfs.nodes import child_path
+
+RENAME_NOREPLACE = 1
+RENAME_EXCHANGE = 2
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+
+
+def renameat2(src_fd: int, src: str, dst_fd: int, dst: str, flags: int) -> None:
+    if _libc.renameat2(src_fd, os.fsencode(src), dst_fd, os.fsencode(dst), flags) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+
+
+def _err(code: int) -> OSError:
+    return OSError(code, os.strerror(code))
+
+
+def rename(self, old_parent_ino: int, old_name: str, new_parent_ino: int, new_name: str,
+           flags: int = 0) -> None:
+    from overlayfs.model import check_name
+
+    self._require_writable()
+    check_name(old_name)
+    check_name(new_name)
+    if wh.is_private_name(new_name):
+        raise _err(errno.EINVAL)
+    old_parent = self.nodes.get(old_parent_ino)
+    new_parent = self.nodes.get(new_parent_ino)
+    src = self._find_child(old_parent, old_name)
+    if src is None:
+        raise _err(errno.ENOENT)
+    dst = self._find_child(new_parent, new_name)
+    if flags & RENAME_NOREPLACE and dst is not None:
+        raise _err(errno.EEXIST)
+    if flags & RENAME_EXCHANGE and dst is None:
+        raise _err(errno.ENOENT)
+    src_node = self._node_for(old_parent, old_name, *src)
+    dst_node = self._node_for(new_parent, new_name, *dst) if dst else None
+    if src_node is dst_node:
+        return  # two names of one file: POSIX says do nothing
+    src_is_dir = stat.S_ISDIR(src[1].st_mode)
+    dst_is_dir = dst is not None and stat.S_ISDIR(dst[1].st_mode)
+    if dst is not None and not flags & RENAME_EXCHANGE:
+        if src_is_dir and not dst_is_dir:
+            raise _err(errno.ENOTDIR)
+        if not src_is_dir and dst_is_dir:
+            raise _err(errno.EISDIR)
+        if dst_is_dir and self.list_dir(dst_node):
+            raise _err(errno.ENOTEMPTY)
+
+    src_lower = self._lower_has(old_parent, old_name)
+    dst_lower = self._lower_has(new_parent, new_name)
+    _bring_up(self, src_node, old_parent, old_name)
+    if flags & RENAME_EXCHANGE:
+        _bring_up(self, dst_node, new_parent, new_name)
+    self.ensure_upper_dir(new_parent)
+    self.ensure_upper_dir(old_parent)
+    upper = self._fds[0]
+    old_rel = child_path(self.path(old_parent), old_name)
+    new_rel = child_path(self.path(new_parent), new_name)
+
+    if flags & RENAME_EXCHANGE:
+        renameat2(upper, old_rel, upper, new_rel, RENAME_EXCHANGE)
+        if src_is_dir and dst_lower:
+            self._whiteouts.mark_opaque_at(upper, new_rel)
+        if dst_is_dir and src_lower:
+            self._whiteouts.mark_opaque_at(upper, old_rel)
+        src_node.names.remove((old_parent, old_name))
+        dst_node.names.remove((new_parent, new_name))
+        src_node.names.append((new_parent, new_name))
+        dst_node.names.append((old_parent, old_name))
+        _settle_dir(self, dst_node)
+        _settle_dir(self, src_node)
+        return
+
+    in_upper = self._upper_has(new_rel)
+    if in_upper is not None:
+        if wh.is_whiteout_stat(in_upper):
+            if src_is_dir:
+                os.unlink(new_rel, dir_fd=upper)
+        elif stat.S_ISDIR(in_upper.st_mode):
+            _empty_dir(upper, new_rel)  # merged-empty: only whiteouts are left inside
+    wh_rel = child_path(self.path(new_parent), wh.whiteout_file_name(new_name))
+    if self._upper_has(wh_rel) is not None:
+        os.unlink(wh_rel, dir_fd=upper)
+    os.rename(old_rel, new_rel, src_dir_fd=upper, dst_dir_fd=upper)
+    if src_is_dir and (dst_lower or in_upper is not None and wh.is_whiteout_stat(in_upper)):
+        self._whiteouts.mark_opaque_at(upper, new_rel)
+    if src_lower:
+        self._whiteouts.make_whiteout(upper, old_rel)
+    src_node.names.remove((old_parent, old_name))
+    src_node.names.append((new_parent, new_name))
+    if dst_node is not None:
+        self._remove_name(dst_node, new_parent, new_name)
+        self.nodes.maybe_retire(dst_node)
+    _settle_dir(self, src_node)
+
+
+def _bring_up(self, node, parent, name) -> None:
+    """Make the entry at PARENT/NAME live wholly in the upper layer before it moves."""
+    if node.is_dir:
+        if node.layer != 0 or len(self.dir_layers(node)) > 1:
+            self._materialize(node)
+    else:
+        self.copy_up(node, (parent, name))
+
+
+def _settle_dir(self, node) -> None:
+    if node.is_dir:
+        node.dir_layers = (0,)
+        node.merged_dir = False
+        self.nodes.maybe_retire(node)
+
+
+def _empty_dir(dir_fd: int, rel: str) -> None:
+    fd = os.open(rel, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                 dir_fd=dir_fd)
+    try:
+        for name in os.listdir(fd):
+            remove_entry(fd, name)
+    finally:
+        os.close(fd)
