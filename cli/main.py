@@ -17,6 +17,7 @@ from cli.errors import UserError
 
 #: Command modules under cli/commands/, in the order `layerbox --help` lists them.
 COMMAND_MODULES: list[str] = [
+    "images", "image", "history", "tag", "rmi", "importcmd", "save", "load", "system",
 ]
 
 DEFAULT_ROOT = "/var/lib/layerbox"

@@ -1,0 +1,75 @@
+"""``layerbox image COMMAND``: the image management group, as ``docker image``."""
+
+from __future__ import annotations
+
+import importlib
+
+#: (subcommand, module under cli.commands, help)
+SUBCOMMANDS = [
+    ("history", "history", "Show the history of an image"),
+    ("import", "importcmd", "Import the contents from a tarball to create a filesystem image"),
+    ("inspect", "image", "Display detailed information on one or more images"),
+    ("load", "load", "Load an image from a tar archive or STDIN"),
+    ("ls", "images", "List images"),
+    ("prune", "prune", "Remove unused images"),
+    ("rm", "rmi", "Remove one or more images"),
+    ("save", "save", "Save one or more images to a tar archive"),
+    ("tag", "tag", "Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE"),
+]
+ALIASES = {"ls": ["list"], "rm": ["remove"]}
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("image", help="Manage images", description="Manage images")
+    group = p.add_subparsers(dest="image_command", metavar="COMMAND")
+    for name, module, help_text in SUBCOMMANDS:
+        sub = group.add_parser(name, help=help_text, description=help_text,
+                               aliases=ALIASES.get(name, []))
+        if module == "image":
+            add_inspect_arguments(sub)
+        elif module == "importcmd":
+            _import_arguments(sub)
+        else:
+            importlib.import_module(f"cli.commands.{module}").add_arguments(sub)
+    p.set_defaults(func=lambda args: (p.print_help(), 1)[1])
+
+
+def _import_arguments(sub) -> None:
+    # importcmd defines its parser inline; build it through a tiny shim subparsers object.
+    from cli.commands import importcmd
+
+    class _One:
+        def add_parser(self, *a, **kw):
+            return sub
+    importcmd.register(_One())
+
+
+def add_inspect_arguments(p) -> None:
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("-f", "--format", default=None, help="format output using a Go template")
+    p.set_defaults(func=run_inspect)
+
+
+def run_inspect(args) -> int:
+    import sys
+
+    from cli.errors import UserError
+    from cli.format import print_json_array, render_template
+    from cli.store import open_store
+    from cli.store.inspect import inspect_image
+
+    results, missing = [], []
+    with open_store(args) as store:
+        for name in args.images:
+            try:
+                results.append(inspect_image(store, store.resolve_image(name)))
+            except UserError as exc:
+                missing.append(str(exc))
+    if args.format:
+        for item in results:
+            print(render_template(args.format, item))
+    else:
+        print_json_array(results)
+    for message in missing:
+        print(f"Error: {message}", file=sys.stderr)
+    return 1 if missing else 0

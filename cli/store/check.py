@@ -1,0 +1,110 @@
+"""``layerbox system check``: every blob against its digest, the database against the files.
+
+Returns problems as one-line strings; an empty list means the store is consistent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+from cli.store.blobs import CHUNK
+from cli.store.gc import _lease_held
+from cli.store.layout import ref_name
+from cli.store.model import REF_NAME_ANNOTATION, chain_id, hex_of
+from cli.store.store import Store
+
+
+def _file_digest(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+    return "sha256:" + h.hexdigest()
+
+
+def check_store(store: Store) -> list[str]:
+    problems: list[str] = []
+    with store.reading() as conn:
+        referenced: set[str] = set()
+        for image in conn.execute("SELECT * FROM images").fetchall():
+            problems += _check_image(store, conn, image, referenced)
+        for row in conn.execute("SELECT chain_id FROM layers"):
+            if not store.layer_path(row[0]).is_dir():
+                problems.append(f"layer {row[0]}: directory {store.layer_path(row[0])} is missing")
+        known = {hex_of(r[0]) for r in conn.execute("SELECT chain_id FROM layers")}
+        for entry in sorted(os.listdir(store.layers_dir)):
+            if entry not in known and not _lease_held(conn, "layer", "sha256:" + entry):
+                problems.append(f"layer directory {store.layers_dir / entry} is not in the database")
+        for row in conn.execute("SELECT t.name FROM tags t LEFT JOIN images i ON i.id = t.image_id "
+                                "WHERE i.id IS NULL"):
+            problems.append(f"tag {row[0]}: points to a missing image")
+        problems += _check_blobs(store, conn, referenced)
+        problems += _check_index(store, conn)
+    return problems
+
+
+def _check_image(store, conn, image, referenced: set[str]) -> list[str]:
+    image_id = image["id"]
+    problems = []
+    referenced.update({image_id, image["manifest_digest"]})
+    try:
+        manifest = json.loads(store.blobs.path(image["manifest_digest"]).read_bytes())
+        config = json.loads(store.blobs.path(image_id).read_bytes())
+    except (OSError, ValueError) as exc:
+        return [f"image {image_id}: cannot read manifest or config: {exc}"]
+    if manifest.get("config", {}).get("digest") != image_id:
+        problems.append(f"image {image_id}: manifest {image['manifest_digest']} names config "
+                        f"{manifest.get('config', {}).get('digest')}")
+    rows = conn.execute("SELECT il.chain_id, il.digest, l.diff_id FROM image_layers il "
+                        "LEFT JOIN layers l ON l.chain_id = il.chain_id WHERE il.image_id=? "
+                        "ORDER BY il.position", (image_id,)).fetchall()
+    referenced.update(r["digest"] for r in rows)
+    if [d.get("digest") for d in manifest.get("layers", [])] != [r["digest"] for r in rows]:
+        problems.append(f"image {image_id}: manifest layers differ from the database")
+    diff_ids = (config.get("rootfs") or {}).get("diff_ids") or []
+    if diff_ids != [r["diff_id"] for r in rows]:
+        problems.append(f"image {image_id}: config diff_ids differ from its layers")
+    parent = None
+    for row in rows:
+        if row["diff_id"] is None:
+            problems.append(f"image {image_id}: layer {row['chain_id']} is not in the database")
+            continue
+        expected = chain_id(parent, row["diff_id"])
+        if expected != row["chain_id"]:
+            problems.append(f"image {image_id}: layer {row['chain_id']} should be {expected}")
+        parent = row["chain_id"]
+    return problems
+
+
+def _check_blobs(store, conn, referenced: set[str]) -> list[str]:
+    problems = []
+    present = set()
+    for name in sorted(os.listdir(store.blobs.dir)):
+        digest = "sha256:" + name
+        present.add(digest)
+        path = store.blobs.dir / name
+        actual = _file_digest(path)
+        if actual != digest:
+            problems.append(f"blob {digest}: content hashes to {actual}")
+        elif digest not in referenced and not _lease_held(conn, "blob", digest):
+            problems.append(f"blob {digest}: not used by any image")
+    for digest in sorted(referenced - present):
+        problems.append(f"blob {digest}: missing")
+    return problems
+
+
+def _check_index(store, conn) -> list[str]:
+    try:
+        index = json.loads((store.oci_dir / "index.json").read_bytes())
+    except (OSError, ValueError) as exc:
+        return [f"index.json: unreadable: {exc}"]
+    listed = {(m.get("annotations") or {}).get(REF_NAME_ANNOTATION): m.get("digest")
+              for m in index.get("manifests", [])
+              if (m.get("annotations") or {}).get(REF_NAME_ANNOTATION)}
+    expected = {ref_name(r[0]): r[1] for r in conn.execute(
+        "SELECT t.name, i.manifest_digest FROM tags t JOIN images i ON i.id = t.image_id")}
+    if listed != expected:
+        return ["index.json: tags differ from the database"]
+    return []
