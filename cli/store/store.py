@@ -117,6 +117,19 @@ def _syncfs(path: Path) -> None:
         os.close(fd)
 
 
+def _manifest_matches(manifest_bytes: bytes, config_bytes: bytes, layers: list[Layer]) -> bool:
+    try:
+        manifest = json.loads(manifest_bytes)
+    except ValueError:
+        return False
+    config_digest = "sha256:" + hashlib.sha256(config_bytes).hexdigest()
+    return (isinstance(manifest, dict) and manifest.get("mediaType", OCI_MANIFEST) == OCI_MANIFEST
+            and manifest.get("schemaVersion") == 2
+            and (manifest.get("config") or {}).get("digest") == config_digest
+            and [(d.get("digest"), d.get("mediaType")) for d in manifest.get("layers") or []]
+            == [(layer.digest, layer.media_type) for layer in layers])
+
+
 class Store:
     """An image store rooted at ``root``; one per process, closed with :meth:`close`."""
 
@@ -328,6 +341,23 @@ class Store:
             if work.exists():
                 shutil.rmtree(work, ignore_errors=True)
 
+    def find_layer(self, chain: str) -> Layer | None:
+        """A stored layer with this chain id (and a blob), leased for the caller; else None.
+
+        Lets load and pull skip layers the store already has.
+        """
+        row = self.conn.execute(
+            "SELECT il.digest, il.size, il.media_type, l.diff_id FROM image_layers il "
+            "JOIN layers l ON l.chain_id = il.chain_id WHERE il.chain_id=? LIMIT 1",
+            (chain,)).fetchone()
+        if row is None:
+            return None
+        self._lease("layer", chain)
+        self._lease("blob", row["digest"])
+        if not self.blobs.exists(row["digest"]) or not self.layer_path(chain).is_dir():
+            return None
+        return Layer(row["digest"], row["size"], row["diff_id"], row["media_type"], chain)
+
     def layer_dirs(self, image: Image) -> list[Path]:
         """The unpacked layer dirs of IMAGE, TOP FIRST (as overlay's lowerdir wants them)."""
         return [self.layer_path(layer.chain_id) for layer in reversed(image.layers)]
@@ -339,20 +369,23 @@ class Store:
         config_bytes = json.dumps(config, separators=(",", ":")).encode()
         return self.create_image_from_bytes(config_bytes, layers)
 
-    def create_image_from_bytes(self, config_bytes: bytes, layers: list[Layer]) -> Image:
-        """As :meth:`create_image`, keeping the config bytes verbatim (so ids survive load)."""
+    def create_image_from_bytes(self, config_bytes: bytes, layers: list[Layer],
+                                manifest_bytes: bytes | None = None) -> Image:
+        """As :meth:`create_image`, keeping the config bytes verbatim (so ids survive load).
+
+        MANIFEST_BYTES, an OCI manifest naming exactly this config and these layer blobs,
+        is kept verbatim too (so the manifest digest survives a copy out and back).
+        """
         config = json.loads(config_bytes)
         diff_ids = list((config.get("rootfs") or {}).get("diff_ids") or [])
         if diff_ids != [layer.diff_id for layer in layers]:
             raise StoreError("image config rootfs.diff_ids do not match the layers")
         layers = self._rehome(layers)
-        manifest = {
-            "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-            "config": {"mediaType": OCI_CONFIG, "digest": "sha256:" + hashlib.sha256(
-                config_bytes).hexdigest(), "size": len(config_bytes)},
-            "layers": [{"mediaType": layer.media_type, "digest": layer.digest,
-                        "size": layer.size} for layer in layers]}
-        manifest_bytes = json.dumps(manifest, separators=(",", ":")).encode()
+        if manifest_bytes is not None and not _manifest_matches(manifest_bytes, config_bytes,
+                                                                layers):
+            manifest_bytes = None
+        if manifest_bytes is None:
+            manifest_bytes = self._manifest_bytes(config_bytes, layers)
         with self.transaction() as conn:
             # Small blobs are written under the write lock, so no collection races them.
             image_id, config_size = self.blobs.put_bytes(config_bytes)
@@ -378,6 +411,16 @@ class Store:
                      for i, layer in enumerate(layers)])
                 self.publish_index()
         return self.get_image(image_id)
+
+    @staticmethod
+    def _manifest_bytes(config_bytes: bytes, layers: list[Layer]) -> bytes:
+        manifest = {
+            "schemaVersion": 2, "mediaType": OCI_MANIFEST,
+            "config": {"mediaType": OCI_CONFIG, "digest": "sha256:" + hashlib.sha256(
+                config_bytes).hexdigest(), "size": len(config_bytes)},
+            "layers": [{"mediaType": layer.media_type, "digest": layer.digest,
+                        "size": layer.size} for layer in layers]}
+        return json.dumps(manifest, separators=(",", ":")).encode()
 
     def _rehome(self, layers: list[Layer]) -> list[Layer]:
         """Give each layer its true chain id (callers of write_layer may omit ``parent``)."""
