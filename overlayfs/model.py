@@ -270,9 +270,14 @@ class Union:
         return node, self.stat_node(node)
 
     # ----------------------------------------------------------------- listing
-    def list_dir(self, node: Node) -> list[tuple[str, int]]:
-        """Visible (name, layer) pairs of a merged directory, sorted by name."""
+    def list_dir(self, node: Node) -> list[tuple[str, int, bool]]:
+        """Visible entries of a merged directory, sorted by name.
+
+        Each is (name, topmost layer, seen in more than one layer); the last lets
+        readdir skip the per-directory layer merge for directories of one layer.
+        """
         seen: dict[str, int] = {}
+        multi: set[str] = set()
         hidden: set[str] = set()
         rel = at(self.path(node))
         for layer in self.dir_layers(node):
@@ -287,7 +292,10 @@ class Union:
                             if target:
                                 hidden_here.add(target)
                             continue
-                        if name in seen or name in hidden:
+                        if name in hidden:
+                            continue
+                        if name in seen:
+                            multi.add(name)
                             continue
                         if not (entry.is_dir(follow_symlinks=False)
                                 or entry.is_file(follow_symlinks=False)
@@ -299,14 +307,23 @@ class Union:
             finally:
                 os.close(fd)
             hidden |= hidden_here
-        return sorted(seen.items())
+        return sorted((name, layer, name in multi) for name, layer in seen.items())
 
-    def child_entry(self, parent: Node, name: str, layer: int) -> tuple[Node, os.stat_result]:
+    def child_entry(self, parent: Node, name: str, layer: int,
+                    in_several_layers: bool = True) -> tuple[Node, os.stat_result]:
         """Node and attributes of a listed entry (for readdirplus; no lookup count)."""
         rel = child_path(self.path(parent), name)
         st = os.stat(rel, dir_fd=self._fds[layer], follow_symlinks=False)
         node = self._node_for(parent, name, layer, st)
-        return node, self.stat_node(node)
+        if node.layer != layer or node.origin is not None:
+            return node, self.stat_node(node)
+        if node.is_dir:
+            if node.dir_layers is None and not in_several_layers:
+                node.dir_layers = (layer,)
+            self.dir_layers(node)
+            if node.merged_dir:
+                return node, _with_nlink(st, 1)
+        return node, st
 
     # ------------------------------------------------------------------ copy-up
     def _upper_has(self, rel: str) -> os.stat_result | None:
@@ -369,14 +386,16 @@ class Union:
         """Copy a directory's whole merged tree into the upper and make it opaque."""
         self.ensure_upper_dir(node)
         self._materialize_children(node)
-        self._whiteouts.mark_opaque_at(self._fds[0], self.path(node))
+        rel = self.path(node)
+        _drop_whiteouts(self._fds[0], rel)  # meaningless below an opaque directory
+        self._whiteouts.mark_opaque_at(self._fds[0], rel)
         node.dir_layers = (0,)
         node.merged_dir = False
         self._refresh_below(node)
 
     def _materialize_children(self, node: Node) -> None:
-        for name, layer in self.list_dir(node):
-            child, _ = self.child_entry(node, name, layer)
+        for name, layer, several in self.list_dir(node):
+            child, _ = self.child_entry(node, name, layer, several)
             if child.is_dir:
                 self.ensure_upper_dir(child)
                 if len(self.dir_layers(child)) > 1:
@@ -717,6 +736,22 @@ class Union:
     def sync_upper(self) -> None:
         if self.has_upper and self.config.fsync:
             os.fsync(self._fds[0])
+
+
+def _drop_whiteouts(dir_fd: int, rel: str) -> None:
+    fd = os.open(rel, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=dir_fd)
+    try:
+        with os.scandir(fd) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    _drop_whiteouts(fd, entry.name)
+                elif wh.whiteout_target(entry.name) or (
+                        not entry.is_file(follow_symlinks=False)
+                        and not entry.is_symlink()
+                        and wh.is_whiteout_stat(entry.stat(follow_symlinks=False))):
+                    os.unlink(entry.name, dir_fd=fd)
+    finally:
+        os.close(fd)
 
 
 def _with_nlink(st: os.stat_result, nlink: int) -> os.stat_result:

@@ -212,9 +212,9 @@ class UnionOperations(pyfuse3.Operations):
                                          self._attr(parent, self.union.stat_node(parent)), 2):
                 return
         for index in range(max(start_id - 2, 0), len(entries)):
-            name, layer = entries[index]
+            name, layer, several = entries[index]
             try:
-                child, st = self.union.child_entry(node, name, layer)
+                child, st = self.union.child_entry(node, name, layer, several)
             except FileNotFoundError:
                 continue  # removed since the listing was taken
             if not pyfuse3.readdir_reply(token, os.fsencode(name), self._attr(child, st),
