@@ -33,7 +33,6 @@ def _matches(pattern: str, repo: str, tag: str) -> bool:
 def run(args) -> int:
     from cli.errors import UserError
     from cli.format import ago, docker_time, human_size, print_formatted, print_table
-    from cli.store import open_store
     from cli.store.query import image_summaries, split_name
 
     patterns = [args.reference] if args.reference else []
@@ -46,8 +45,7 @@ def run(args) -> int:
             dangling = value.lower() in ("true", "1")
         else:
             raise UserError(f"invalid filter '{key}'")
-    with open_store(args) as store:
-        summaries = image_summaries(store)
+    summaries = image_summaries(args.root)
     items = []
     for s in summaries:
         digest = s.manifest_digest if s.repo_digests else "<none>"

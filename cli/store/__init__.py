@@ -46,13 +46,23 @@ blob for unpacking verifies its digest (and the diff_id of its uncompressed cont
 """
 
 from cli.store.errors import BlobCorrupt, ImageConflict, NoSuchImage, StoreError
-from cli.store.model import Image, Layer
-from cli.store.store import Store
 
 __all__ = ["Store", "Image", "Layer", "StoreError", "BlobCorrupt", "NoSuchImage",
            "ImageConflict", "open_store"]
 
+_LAZY = {"Store": "cli.store.store", "Image": "cli.store.model", "Layer": "cli.store.model"}
 
-def open_store(args) -> Store:
+
+def __getattr__(name: str):
+    # Lazy, so that light readers (cli.store.query for `layerbox images`) do not pay
+    # for pathlib, dataclasses and the rest of the store at start-up.
+    if name in _LAZY:
+        import importlib
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(name)
+
+
+def open_store(args):
     """The store for a parsed command line (``--root``)."""
+    from cli.store.store import Store
     return Store.open(args.root)
