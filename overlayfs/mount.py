@@ -1,0 +1,317 @@
+"""The mount program ``layerbox-overlayfs``: parse, mount, detach once serving, serve.
+
+Lifecycle (the readiness contract Podman and mount(8) rely on):
+
+1. parse the command line and open the layers in the foreground, so bad input is one
+   line on stderr and exit 1 with nothing mounted;
+2. mount (``pyfuse3.init``) still in the foreground: "busy", "permission denied" and
+   the like are reported the same way;
+3. unless ``-f``/``-d``: fork; the child detaches (setsid, stdio to /dev/null or to
+   the file named by ``$LAYERBOX_OVERLAYFS_LOG``) and serves; once its own ``stat``
+   of the mountpoint has been answered through FUSE it writes one byte to a pipe,
+   and only then does the parent exit 0. If the child dies first, the parent
+   unmounts and exits 1 with the child's message.
+4. SIGTERM/SIGINT/SIGHUP unmount and exit 0; an unmount from outside
+   (``fusermount3 -u``, ``umount``) ends the loop and exits 0. A crash in the serving
+   loop is logged with its traceback and exits 1 *without* unmounting: the kernel
+   then answers ENOTCONN, which tells the user something is wrong, where a silent
+   unmount would let writes land in the empty mountpoint directory.
+
+The /dev/fuse descriptor opened by ``pyfuse3.init`` survives ``fork``; trio is only
+started in the process that serves (``trio.run`` must not straddle a fork).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import sys
+import tempfile
+from collections.abc import Iterator
+from typing import BinaryIO
+
+import pyfuse3
+import trio
+
+from overlayfs.config import MountConfig
+from overlayfs.options import PROG, InfoRequested, OptionError, parse_command_line
+
+log = logging.getLogger(__name__)
+
+#: Names a file that a detached daemon appends its stdout, stderr and log to.
+LOG_ENV = "LAYERBOX_OVERLAYFS_LOG"
+_READY = b"\0"
+#: Mount option pairs where both may end up in one set (ours and the user's);
+#: the restrictive one wins, as the safe reading of a contradiction.
+_CONFLICTING = (("suid", "nosuid"), ("dev", "nodev"), ("exec", "noexec"), ("rw", "ro"))
+_TERMINATING_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console script entry: returns the exit status."""
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        config = parse_command_line(argv)
+    except InfoRequested as info:
+        sys.stdout.write(info.text)
+        return 0
+    except OptionError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 1
+    for warning in config.warnings:
+        print(warning, file=sys.stderr)
+    configure_logging(config)
+
+    from overlayfs.operations import build  # the filesystem proper; heavy, load late
+
+    try:
+        operations, fuse_options = build(config)
+    except OSError as exc:
+        where = f"'{exc.filename}': " if exc.filename else ""
+        print(f"{PROG}: cannot open layers: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 1
+    return serve(config, operations, fuse_options)
+
+
+def configure_logging(config: MountConfig) -> None:
+    """Log records go to stderr: the terminal with ``-f``, the log file once detached."""
+    if config.debug:
+        level = logging.DEBUG
+    elif os.environ.get(LOG_ENV) and not config.foreground:
+        level = logging.INFO
+    else:
+        level = logging.WARNING
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(
+        "%(asctime)s %(name)s[%(process)d] %(levelname)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+
+
+def serve(config: MountConfig, operations: pyfuse3.Operations, fuse_options: set[str]) -> int:
+    """Mount OPERATIONS on the mountpoint and serve until unmounted; the exit status.
+
+    FUSE_OPTIONS are plain option strings (``fsname=a,b`` is fine): they are escaped
+    here for libfuse, which splits each option again on commas.
+    """
+    log_fd = None
+    if not config.foreground:
+        try:
+            log_fd = _open_log(os.environ.get(LOG_ENV))
+        except OSError as exc:
+            print(f"{PROG}: cannot open log file '{exc.filename}': {exc.strerror}",
+                  file=sys.stderr)
+            return 1
+    try:
+        _mount(operations, config.mountpoint, fuse_options)
+    except MountFailed as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
+        return 1
+
+    if config.foreground:
+        return _run(config.mountpoint, ready_fd=None)
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    ready_r, ready_w = os.pipe()
+    pid = os.fork()
+    if pid:
+        os.close(ready_w)
+        os.close(log_fd)
+        return _wait_until_serving(pid, ready_r, config.mountpoint)
+    try:
+        os.close(ready_r)
+        _detach(log_fd)
+        status = _run(config.mountpoint, ready_fd=ready_w)
+    except BaseException:  # nothing may escape into the parent's code paths
+        log.exception("the filesystem process failed")
+        status = 1
+    logging.shutdown()
+    os._exit(status)
+
+
+class MountFailed(Exception):
+    """``pyfuse3.init`` refused; the message holds libfuse's reason on one line."""
+
+
+def _mount(operations: pyfuse3.Operations, mountpoint: str, fuse_options: set[str]) -> None:
+    options = {_escape_for_libfuse(option) for option in resolve_conflicts(fuse_options)}
+    log.debug("mounting on %s with %s", mountpoint, sorted(options))
+    with _captured_stderr() as captured:
+        try:
+            pyfuse3.init(operations, mountpoint, options)
+        except RuntimeError:
+            failed = True
+        else:
+            failed = False
+        messages = captured.read().decode(errors="replace")
+    if failed:
+        reason = " ".join(line.strip().removeprefix("fuse: ")
+                          for line in messages.splitlines() if line.strip())
+        raise MountFailed(f"cannot mount on '{mountpoint}'" + (f": {reason}" if reason else ""))
+    if messages:
+        sys.stderr.write(messages)
+
+
+def resolve_conflicts(options: set[str]) -> set[str]:
+    """Drop the permissive half of contradicting pairs (``suid`` when ``nosuid`` is set)."""
+    result = set(options)
+    for permissive, restrictive in _CONFLICTING:
+        if restrictive in result:
+            result.discard(permissive)
+    return result
+
+
+def _escape_for_libfuse(option: str) -> str:
+    """libfuse splits ``-o`` values on commas and undoes ``\\,``, ``\\\\`` and ``\\ooo``;
+    pyfuse3 passes options as ASCII, so other bytes travel as octal escapes."""
+    out = []
+    for byte in os.fsencode(option):
+        char = chr(byte)
+        if char in ",\\":
+            out.append("\\" + char)
+        elif byte < 0x20 or byte >= 0x7F:
+            out.append(f"\\{byte:03o}")
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+@contextlib.contextmanager
+def _captured_stderr() -> Iterator[BinaryIO]:
+    """Collect what C code writes to fd 2 (libfuse explains its failures there)."""
+    sys.stderr.flush()
+    with tempfile.TemporaryFile() as capture:
+        saved = os.dup(2)
+        os.dup2(capture.fileno(), 2)
+        try:
+            yield capture
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            capture.seek(0)
+
+
+def _open_log(path: str | None) -> int:
+    if path:
+        return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    return os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+
+
+def _detach(log_fd: int) -> None:
+    """Leave the caller's session and terminal; stdio to LOG_FD (a file or /dev/null)."""
+    os.setsid()
+    os.chdir("/")  # do not keep the caller's directory (maybe a mount) busy
+    null_fd = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null_fd, 0)
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    os.close(null_fd)
+    os.close(log_fd)
+
+
+def _wait_until_serving(pid: int, ready_fd: int, mountpoint: str) -> int:
+    """Parent side: exit status 0 once the child serves; else unmount and report."""
+    with os.fdopen(ready_fd, "rb", buffering=0) as pipe:
+        first = pipe.read(1)
+        if first == _READY:
+            return 0
+        message = first + pipe.readall()
+    _, status = os.waitpid(pid, 0)
+    pyfuse3.close(unmount=True)  # our copy of the fuse fd: take the dead mount away
+    reason = message.decode(errors="replace").strip()
+    if not reason:
+        reason = f"the filesystem process exited ({_describe_status(status)}) before serving"
+        if os.environ.get(LOG_ENV):
+            reason += f"; see {os.environ[LOG_ENV]}"
+    print(f"{PROG}: {mountpoint}: {reason}", file=sys.stderr)
+    return 1
+
+
+def _describe_status(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
+    return f"status {os.waitstatus_to_exitcode(status)}"
+
+
+class _Readiness:
+    """The write end of the parent's pipe (None in the foreground): told exactly once."""
+
+    def __init__(self, fd: int | None):
+        self._fd = fd
+
+    def ready(self) -> None:
+        self._tell(_READY)
+
+    def failed(self, reason: str) -> None:
+        self._tell(reason.encode(errors="replace"))
+
+    def _tell(self, message: bytes) -> None:
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        try:
+            os.write(fd, message)
+        except OSError:
+            pass  # the parent is gone: nobody left to inform
+        finally:
+            os.close(fd)
+
+
+def _run(mountpoint: str, ready_fd: int | None) -> int:
+    """Serve until unmounted or signalled; the exit status."""
+    readiness = _Readiness(ready_fd)
+    try:
+        signalled = trio.run(_serve_until_unmounted, mountpoint, readiness)
+    except BaseException as exc:
+        log.exception("the filesystem crashed; leaving the mount to report ENOTCONN")
+        readiness.failed(f"the filesystem crashed before serving: {exc!r}")
+        pyfuse3.close(unmount=False)
+        return 1
+    readiness.failed("the mount went away before it was served")  # no-op once ready
+    pyfuse3.close(unmount=signalled)
+    log.info("unmounted %s (%s); exiting", mountpoint,
+             "on a signal" if signalled else "from outside")
+    return 0
+
+
+async def _serve_until_unmounted(mountpoint: str, readiness: _Readiness) -> bool:
+    """Run the FUSE loop; True if a signal ended it (we must unmount), False if the
+    kernel did (the mount is already gone)."""
+    signalled = False
+
+    async def unmount_on_signal() -> None:
+        nonlocal signalled
+        with trio.open_signal_receiver(*_TERMINATING_SIGNALS) as signals:
+            async for signum in signals:
+                log.info("received %s: unmounting", signal.Signals(signum).name)
+                signalled = True
+                pyfuse3.terminate()
+                return
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(unmount_on_signal)
+        nursery.start_soon(_announce_when_serving, mountpoint, readiness)
+        await pyfuse3.main()
+        nursery.cancel_scope.cancel()
+    return signalled
+
+
+async def _announce_when_serving(mountpoint: str, readiness: _Readiness) -> None:
+    """Stat the mountpoint through our own loop: once the kernel has an answer, the
+    FUSE handshake is done and requests are served, so the parent may exit."""
+    try:
+        await trio.to_thread.run_sync(os.stat, mountpoint, abandon_on_cancel=True)
+    except OSError as exc:
+        log.error("the new mount does not answer: %s", exc)
+        readiness.failed(f"the new mount does not answer: {exc.strerror}")
+        raise
+    log.info("serving %s (pid %d)", mountpoint, os.getpid())
+    readiness.ready()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
