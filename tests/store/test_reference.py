@@ -14,7 +14,7 @@ VALID = [
     ("localhost/a/b:t", "localhost/a/b:t", "localhost/a/b:t"),
     ("localhost:5000/a:1.0-rc_2", "localhost:5000/a:1.0-rc_2", "localhost:5000/a:1.0-rc_2"),
     ("quay.io/org/app", "quay.io/org/app", "quay.io/org/app"),
-    ("a.b-c__d/e", "docker.io/a.b-c__d/e", "a.b-c__d/e"),
+    ("me/a.b-c__d", "docker.io/me/a.b-c__d", "me/a.b-c__d"),
     ("x@sha256:" + "a" * 64, "docker.io/library/x@sha256:" + "a" * 64, "x@sha256:" + "a" * 64),
     ("x:t@sha256:" + "b" * 64, "docker.io/library/x:t@sha256:" + "b" * 64,
      "x:t@sha256:" + "b" * 64),
