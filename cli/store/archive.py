@@ -196,8 +196,10 @@ def load_archive(store: Store, stream: BinaryIO) -> list[str]:
             try:
                 tar = tarfile.open(fileobj=stream, mode="r:*")
                 archive = _Archive(tar)
+            except tarfile.ReadError:
+                raise StoreError("invalid archive: not a tar archive (or damaged)") from None
             except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
-                raise StoreError(f"invalid archive: {exc}") from None
+                raise StoreError(f"invalid archive: {_first_line(exc)}") from None
             if archive.has("manifest.json"):
                 return _load_docker(store, archive)
             if archive.has("index.json"):
@@ -206,6 +208,10 @@ def load_archive(store: Store, stream: BinaryIO) -> list[str]:
     finally:
         if spooled is not None:
             spooled.unlink(missing_ok=True)
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0]
 
 
 def _seekable(stream: BinaryIO) -> bool:
