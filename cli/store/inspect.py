@@ -24,13 +24,16 @@ def inspect_image(store: Store, image: Image) -> dict:
         "SELECT name FROM repo_digests WHERE image_id=? ORDER BY name", (image.id,))]
     from cli.reference import parse_reference
     repo_digests = [parse_reference(d).familiar for d in repo_digests]
-    history = config.get("history") or []
+    # Docker keeps a top-level comment; OCI configs only have history entries, so fall
+    # back to the newest entry that made a layer (a commit's message, not a CMD change).
+    layer_entries = [h for h in config.get("history") or [] if not h.get("empty_layer")]
+    newest = layer_entries[-1] if layer_entries else {}
     comment = config.get("comment")
     if comment is None:
-        comment = history[-1].get("comment", "") if history else ""
+        comment = newest.get("comment", "")
     author = config.get("author")
     if author is None:
-        author = history[-1].get("author", "") if history else ""
+        author = newest.get("author", "")
     return {
         "Id": image.id,
         "RepoTags": list(image.repo_tags),
