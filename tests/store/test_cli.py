@@ -5,7 +5,7 @@ import json
 import re
 import subprocess
 
-from tests.store.helpers import (assert_clean, db_rows, index_names, layerbox, make_tar,
+from tests.store.helpers import (assert_clean, db_rows, index_names, layerbox,
                                  store_files)
 from tests.support.images import REPO_ROOT
 

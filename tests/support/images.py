@@ -12,7 +12,6 @@ docker hub busybox's ``PATH`` and ``CMD ["sh"]``). Pass it as ``--root`` /
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import sys
