@@ -45,3 +45,13 @@ def test_parallel_imports_and_rmi(busybox_root, busybox_tar, tmp_path):
         assert store_files(busybox_root) == {"blobs": [], "layers": [], "tmp": []}
         assert layerbox(busybox_root, "images", "-q").stdout == ""
         assert_clean(busybox_root)
+
+
+def test_parallel_first_use_of_a_fresh_root(busybox_tar, tmp_path):
+    root = tmp_path / "fresh"
+    procs = [(_start(root, "import", str(busybox_tar), f"bb{i}"), None) for i in range(4)]
+    for args, code, out, err in _wait_all(procs):
+        assert code == 0, (args, out, err)
+    assert len(db_rows(root, "SELECT name FROM tags")) == 4
+    assert len(store_files(root)["layers"]) == 1
+    assert_clean(root)
