@@ -39,7 +39,7 @@ def parse_dockerfile(text: str, filename: str = "Dockerfile") -> ins.Dockerfile:
     for index, (header, _) in enumerate(stages):
         if header.name is not None:
             if header.name in seen:
-                raise DockerfileError(f"duplicate stage name {header.name!r}", filename, header.line)
+                raise DockerfileError(f"duplicate stage name \"{header.name}\"", filename, header.line)
             seen[header.name] = index
     return ins.Dockerfile(
         filename=filename, escape=result.escape, directives=result.directives,

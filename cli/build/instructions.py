@@ -327,15 +327,20 @@ class Dockerfile:
                 return stage
         raise DockerfileError(f'target stage "{target}" could not be found', self.filename)
 
-    def stages_needed(self, target: str | None = None) -> tuple[Stage, ...]:
+    def stages_needed(self, target: str | None = None,
+                      bases: dict[int, str] | None = None) -> tuple[Stage, ...]:
         """The target and every stage it depends on (FROM, ``COPY --from``, ``--mount from``),
-        in file order; references that contain variables are followed when the literal
-        names a stage (the builder re-checks after expansion)."""
+        in file order. ``bases`` maps stage index → FROM base after meta-arg expansion
+        (``cli.build.scope.stages_needed`` passes it); ``--from`` values are taken as
+        written, so a builder re-checks ones that contain variables after expansion."""
         wanted = {self.target_stage(target).index}
         pending = list(wanted)
         while pending:
             stage = self.stages[pending.pop()]
-            for ref in _stage_refs(stage):
+            refs = _stage_refs(stage)
+            if bases is not None and stage.index in bases:
+                refs[0] = bases[stage.index]
+            for ref in refs:
                 dep = self.stage_by_ref(ref, before=stage.index)
                 if dep is not None and dep.index not in wanted:
                     wanted.add(dep.index)

@@ -171,7 +171,10 @@ def parse(text: str, filename: str = "Dockerfile") -> ParseResult:
             node = _node_from_line(logical, directives.escape, start, end, tuple(comments))
         except LocatedReason as exc:
             raise DockerfileError(str(exc), filename, start, end) from None
-        if node.keyword != "" and _can_contain_heredoc(node) and "<<" in logical:
+        if _json_looking_shell_form(node):
+            warnings.append(f"{filename}:{start}: {node.keyword.upper()} argument looks like a JSON "
+                            "array but is not valid JSON; it is run as a shell command")
+        if _can_contain_heredoc(node) and "<<" in logical:
             try:
                 specs = _heredocs_in_line(logical)
             except LocatedReason as exc:
@@ -209,6 +212,11 @@ def _with_heredocs(node: Node, docs: tuple[Heredoc, ...], end_line: int) -> Node
                      end_line, child.json, docs, None, ())
     return Node(node.keyword, node.original, node.flags, node.args, node.start_line, end_line,
                 node.json, docs if child is None else (), child, node.comments)
+
+
+def _json_looking_shell_form(node: Node) -> bool:
+    return (node.keyword in ("run", "cmd", "entrypoint", "shell") and not node.json
+            and len(node.args) == 1 and node.args[0].lstrip().startswith("["))
 
 
 def _can_contain_heredoc(node: Node) -> bool:
