@@ -23,6 +23,11 @@ def register(subparsers) -> None:
 
 
 def _matches(pattern: str, repo: str, tag: str) -> bool:
+    if "*" not in pattern and "?" not in pattern and "[" not in pattern:
+        from cli.reference import try_parse
+        ref = try_parse(pattern)  # "docker.io/library/busybox" means "busybox"
+        if ref is not None and not ref.digest:
+            pattern = ref.familiar_name + (f":{ref.tag}" if ref.tag else "")
     if ":" in pattern.rsplit("/", 1)[-1]:
         pat_repo, pat_tag = pattern.rsplit(":", 1)
     else:

@@ -26,7 +26,9 @@ def test_images_lists_busybox(busybox_root):
             layerbox(busybox_root, "images", "--format", "json").stdout.splitlines()]
     assert rows[0]["Repository"] == "busybox" and rows[0]["Tag"] == "latest"
     assert layerbox(busybox_root, "images", "nosuch").stdout.splitlines()[1:] == []
-    assert len(layerbox(busybox_root, "images", "busybox:latest").stdout.splitlines()) == 2
+    for pattern in ("busybox:latest", "busybox", "docker.io/library/busybox", "busy*"):
+        assert len(layerbox(busybox_root, "images", pattern).stdout.splitlines()) == 2
+    assert len(layerbox(busybox_root, "images", "busybox:other").stdout.splitlines()) == 1
 
 
 def test_inspect_and_history(busybox_root):
