@@ -10,7 +10,7 @@ import json
 import os
 
 from cli.store.blobs import CHUNK
-from cli.store.gc import _lease_held
+from cli.store.gc import lease_held
 from cli.store.layout import ref_name
 from cli.store.model import REF_NAME_ANNOTATION, chain_id, hex_of
 from cli.store.store import Store
@@ -35,7 +35,7 @@ def check_store(store: Store) -> list[str]:
                 problems.append(f"layer {row[0]}: directory {store.layer_path(row[0])} is missing")
         known = {hex_of(r[0]) for r in conn.execute("SELECT chain_id FROM layers")}
         for entry in sorted(os.listdir(store.layers_dir)):
-            if entry not in known and not _lease_held(conn, "layer", "sha256:" + entry):
+            if entry not in known and not lease_held(conn, "layer", "sha256:" + entry):
                 problems.append(f"layer directory {store.layers_dir / entry} is not in the database")
         for row in conn.execute("SELECT t.name FROM tags t LEFT JOIN images i ON i.id = t.image_id "
                                 "WHERE i.id IS NULL"):
@@ -88,7 +88,7 @@ def _check_blobs(store, conn, referenced: set[str]) -> list[str]:
         actual = _file_digest(path)
         if actual != digest:
             problems.append(f"blob {digest}: content hashes to {actual}")
-        elif digest not in referenced and not _lease_held(conn, "blob", digest):
+        elif digest not in referenced and not lease_held(conn, "blob", digest):
             problems.append(f"blob {digest}: not used by any image")
     for digest in sorted(referenced - present):
         problems.append(f"blob {digest}: missing")

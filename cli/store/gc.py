@@ -17,10 +17,8 @@ from pathlib import Path
 
 from cli.store.blobs import temp_name
 
-_ALIVE_CACHE: dict[int, bool] = {}
 
-
-def _lease_held(conn: sqlite3.Connection, kind: str, key: str) -> bool:
+def lease_held(conn: sqlite3.Connection, kind: str, key: str) -> bool:
     from cli.store.store import _pid_alive
     for (pid,) in conn.execute("SELECT pid FROM leases WHERE kind=? AND key=?", (kind, key)):
         if pid == os.getpid() or _pid_alive(pid):
@@ -38,7 +36,7 @@ def collect(store, chains: set[str], digests: set[str], trash: list[Path]) -> li
     for chain in sorted(chains):
         if conn.execute("SELECT 1 FROM image_layers WHERE chain_id=? LIMIT 1", (chain,)).fetchone():
             continue
-        if _lease_held(conn, "layer", chain):
+        if lease_held(conn, "layer", chain):
             continue
         # A parent chain only loses a user here if it is a candidate itself (layer dirs are
         # independent of their parents on disk; image_layers lists every chain of an image).
@@ -55,7 +53,7 @@ def collect(store, chains: set[str], digests: set[str], trash: list[Path]) -> li
                 "SELECT 1 FROM image_layers WHERE digest=? LIMIT 1",
                 (digest, digest, digest)).fetchone():
             continue
-        if _lease_held(conn, "blob", digest):
+        if lease_held(conn, "blob", digest):
             continue
         store.blobs.delete(digest)
     return removed

@@ -31,6 +31,7 @@ from cli.store.model import (COMPRESSION_MEDIA_TYPES, OCI_CONFIG, OCI_MANIFEST, 
 
 log = logging.getLogger(__name__)
 
+
 def now_rfc3339() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
@@ -107,6 +108,7 @@ def _manifest_matches(manifest_bytes: bytes, config_bytes: bytes, layers: list[L
     return (isinstance(manifest, dict) and manifest.get("mediaType", OCI_MANIFEST) == OCI_MANIFEST
             and manifest.get("schemaVersion") == 2
             and (manifest.get("config") or {}).get("digest") == config_digest
+            and (manifest.get("config") or {}).get("mediaType") == OCI_CONFIG
             and [(d.get("digest"), d.get("mediaType")) for d in manifest.get("layers") or []]
             == [(layer.digest, layer.media_type) for layer in layers])
 
