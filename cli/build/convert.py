@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import difflib
 import re
 
 from cli.build import instructions as ins
@@ -59,12 +58,38 @@ def _convert(node: Node) -> ins.Instruction:
     handler = _HANDLERS.get(node.keyword)
     if handler is None:
         word = node.original.split()[0] if node.original.split() else node.keyword
-        reason = f"unknown instruction: {word}"
-        close = difflib.get_close_matches(word.upper(), _ALL_KEYWORDS, n=1, cutoff=0.6)
-        if close:
-            reason += f" (did you mean {close[0].lower() if word.islower() else close[0]}?)"
-        raise LocatedReason(reason)
+        raise LocatedReason(_suggest(f"unknown instruction: {word}", word, _ALL_KEYWORDS,
+                                     case_sensitive=False))
     return handler(node, _Flags(node.flags))
+
+
+def _levenshtein(a: str, b: str) -> int:
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        current = [i]
+        for j, cb in enumerate(b, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
+        previous = current
+    return previous[-1]
+
+
+def _suggest(reason: str, value: str, options: list[str] | tuple[str, ...], *,
+             case_sensitive: bool) -> str:
+    """BuildKit's ``suggest.WrapError``: append the closest option within distance 2."""
+    probe = value if case_sensitive else value.lower()
+    best, best_distance = None, 3
+    for option in options:
+        candidate = option if case_sensitive else option.lower()
+        if candidate == probe:
+            return reason
+        distance = _levenshtein(probe, candidate)
+        if distance < best_distance:
+            best, best_distance = candidate, distance
+    if best is None:
+        return reason
+    if not case_sensitive and value != value.lower():
+        best = best.upper() if value == value.upper() else best
+    return f"{reason} (did you mean {best}?)"
 
 
 def _common(node: Node) -> dict:
@@ -97,9 +122,8 @@ class _Flags:
             name, has_value, value = word[2:].partition("=")
             kind = self.kinds.get(name)
             if kind is None:
-                reason = f"unknown flag: {name}"
-                close = difflib.get_close_matches(name, list(self.kinds), n=1)
-                raise LocatedReason(reason + (f" (did you mean {close[0]}?)" if close else ""))
+                raise LocatedReason(_suggest(f"unknown flag: {name}", name, list(self.kinds),
+                                             case_sensitive=True))
             if name in self.values and kind != "strings":
                 raise LocatedReason(f"duplicate flag specified: {name}")
             if kind == "bool":

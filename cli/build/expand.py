@@ -17,7 +17,6 @@ on unquoted whitespace, including whitespace that an unquoted expansion produced
 
 from __future__ import annotations
 
-import fnmatch
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -223,14 +222,18 @@ class _Run:
             name.append(self.s.next())
         return "".join(name)
 
-    def _word_in_braces(self) -> str:
+    def _word_in_braces(self, stop: str = "}", *, raw_escapes: bool = False,
+                        missing: str = "syntax error: missing '}'") -> str:
+        saved = self.lex.raw_escapes
+        self.lex.raw_escapes = raw_escapes
         self.depth += 1
         try:
-            text, found = self.process_until("}")
+            text, found = self.process_until(stop)
         finally:
             self.depth -= 1
+            self.lex.raw_escapes = saved
         if not found:
-            raise ExpansionError("syntax error: missing '}'")
+            raise ExpansionError(missing)
         return text
 
     def _dollar(self) -> str:
@@ -258,85 +261,92 @@ class _Run:
             if value is None:
                 return "${" + name + "}" if self.lex.skip_unset else ""
             return value
-        if ch == "?":
-            word = self._word_in_braces()
-            if value is None:
-                raise ExpansionError(f"{name}: {word or 'is not allowed to be unset'}")
-            return value
         if ch == ":":
             modifier = self.s.next()
-            if modifier not in ("+", "-", "?"):
-                raise ExpansionError(f"unsupported modifier ({modifier}) in substitution")
-            word = self._word_in_braces()
-            if modifier == "+":
-                return word if value else ""
+            spelled = ":" + modifier
+            null_is_unset = True
+        else:
+            modifier, spelled, null_is_unset = ch, ch, False
+        if modifier in ("+", "-", "?", "#", "%"):
+            word = self._word_in_braces(raw_escapes=modifier in "#%")
+            if value is None and self.lex.skip_unset:
+                return "${" + name + spelled + word + "}"
+            unset = value is None or (null_is_unset and value == "")
             if modifier == "-":
-                return value if value else word
-            if not value:
-                raise ExpansionError(f"{name}: {word or 'is not allowed to be empty'}")
-            return value
-        if ch in ("-", "+"):
-            word = self._word_in_braces()
-            if ch == "-":
-                return word if value is None else value
-            return word if value is not None else ""
-        if ch in ("#", "%"):
-            longest = self.s.peek() == ch
-            if longest:
-                self.s.next()
-            pattern = self._word_in_braces()
-            return _trim(value or "", pattern, prefix=ch == "#", longest=longest)
-        if ch == "/":
+                return word if unset else value  # type: ignore[return-value]
+            if modifier == "+":
+                return "" if unset else word
+            if modifier == "?":
+                if value is None:
+                    raise ExpansionError(f"{name}: {word or 'is not allowed to be unset'}")
+                if unset:
+                    raise ExpansionError(f"{name}: {word or 'is not allowed to be empty'}")
+                return value
+            greedy = word[:1] == modifier
+            if greedy:
+                word = word[1:]
+            if modifier == "%":
+                return _trim_suffix(word, value or "", greedy)
+            return _trim_prefix(word, value or "", greedy)
+        if ch == "/" and not null_is_unset:
             replace_all = self.s.peek() == "/"
             if replace_all:
                 self.s.next()
-            self.depth += 1
-            try:
-                pattern, found = self.process_until("/")
-            finally:
-                self.depth -= 1
-            replacement = self._word_in_braces() if found else ""
-            if not found:
-                raise ExpansionError("syntax error: missing '}'")
-            return _replace(value or "", pattern, replacement, replace_all)
-        raise ExpansionError(f"unsupported modifier ({ch}) in substitution" if ch
-                             else "syntax error: missing '}'")
+            pattern = self._word_in_braces("/", raw_escapes=True,
+                                           missing="syntax error: missing '/' in ${}")
+            replacement = self._word_in_braces(raw_escapes=True)
+            if value is None and self.lex.skip_unset:
+                return "${" + name + "/" + pattern + "/" + replacement + "}"
+            regex = _shell_pattern_regex(pattern, greedy=True, anchored=False)
+            return regex.sub(lambda _: replacement, value or "", count=0 if replace_all else 1)
+        if not ch:
+            raise ExpansionError("syntax error: missing '}'")
+        raise ExpansionError(f"unsupported modifier ({spelled}) in substitution")
 
 
-def _glob_regex(pattern: str) -> str:
-    return fnmatch.translate(pattern)[4:-3]  # strip "(?s:" and ")\Z"
-
-
-def _trim(value: str, pattern: str, *, prefix: bool, longest: bool) -> str:
-    regex = re.compile(_glob_regex(pattern), re.S)
-    cuts = range(len(value), -1, -1) if longest else range(0, len(value) + 1)
-    for n in cuts:
-        if prefix and regex.fullmatch(value[:n]):
-            return value[n:]
-        if not prefix and regex.fullmatch(value[len(value) - n:]):
-            return value[:len(value) - n]
-    return value
-
-
-def _replace(value: str, pattern: str, replacement: str, replace_all: bool) -> str:
-    if not pattern:
-        return value
-    regex = re.compile(_glob_regex(pattern), re.S)
-    # Shell semantics: the longest match at the leftmost position.
-    out, i, replaced = [], 0, False
-    while i <= len(value):
-        match_end = None
-        if not (replaced and not replace_all):
-            for end in range(len(value), i, -1):
-                if regex.fullmatch(value[i:end]):
-                    match_end = end
-                    break
-        if match_end is None:
-            if i < len(value):
-                out.append(value[i])
+def _shell_pattern_regex(pattern: str, *, greedy: bool, anchored: bool) -> re.Pattern[str]:
+    """BuildKit's ``convertShellPatternToRegex``: ``*`` and ``?`` only, no brackets."""
+    out = ["^"] if anchored else []
+    i = 0
+    while i < len(pattern):
+        ch = pattern[i]
+        i += 1
+        if ch == "*":
+            out.append(".*" if greedy else ".*?")
+        elif ch == "?":
+            out.append(".")
+        elif ch == "\\":
+            if i < len(pattern) and pattern[i] in "}/":
+                continue
+            nxt = pattern[i] if i < len(pattern) else ""
             i += 1
-            continue
-        out.append(replacement)
-        replaced = True
-        i = match_end
-    return "".join(out)
+            if nxt not in ("*", "?", "\\"):
+                raise ExpansionError(f"invalid pattern ({pattern}) in substitution: "
+                                     f"invalid escape '\\{nxt}'")
+            out.append(re.escape(nxt))
+        else:
+            out.append(re.escape(ch))
+    return re.compile("".join(out), re.S)
+
+
+def _trim_prefix(pattern: str, value: str, greedy: bool) -> str:
+    match = _shell_pattern_regex(pattern, greedy=greedy, anchored=True).search(value)
+    return value[match.end():] if match else value
+
+
+def _reverse_pattern(pattern: str) -> str:
+    """Reverse a pattern keeping each ``\\x`` escape in front of its character."""
+    tokens, i = [], 0
+    while i < len(pattern):
+        if pattern[i] == "\\" and i + 1 < len(pattern):
+            tokens.append(pattern[i:i + 2])
+            i += 2
+        else:
+            tokens.append(pattern[i])
+            i += 1
+    return "".join(reversed(tokens))
+
+
+def _trim_suffix(pattern: str, value: str, greedy: bool) -> str:
+    # The shortest rightmost match is the shortest leftmost match of the reversed text.
+    return _trim_prefix(_reverse_pattern(pattern), value[::-1], greedy)[::-1]
