@@ -452,7 +452,7 @@ def _extract_flags(line: str) -> tuple[str, list[str]]:
             continue
         if ch.isspace():
             if "".join(word) == "--":
-                return line[pos:], words
+                return line[pos:].lstrip(), words
             if blank_ok or word:
                 words.append("".join(word))
             word, blank_ok, in_word = [], False, False
