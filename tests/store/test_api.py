@@ -132,3 +132,33 @@ def test_save_load_multi_layer(two_layer, tmp_path):
             assert [l.chain_id for l in got.layers] == [l.chain_id for l in image.layers]
             assert os.path.exists(loaded.layer_dirs(got)[0] / "hello")
         assert_clean(fresh)
+
+
+def test_load_docker25_archive_with_oci_layout_inside(busybox_root, tmp_path):
+    """Docker >= 25 writes manifest.json whose paths point into an OCI layout's blobs."""
+    import tarfile
+    oci = tmp_path / "oci.tar"
+    layerbox(busybox_root, "save", "--format", "oci-archive", "-o", str(oci), "busybox")
+    with tarfile.open(oci) as tar:
+        index = json.loads(tar.extractfile("index.json").read())
+        manifest = json.loads(tar.extractfile(
+            "blobs/sha256/" + index["manifests"][0]["digest"][7:]).read())
+        members = [(m, tar.extractfile(m).read() if m.isfile() else None)
+                   for m in tar.getmembers()]
+    docker_manifest = [{"Config": "blobs/sha256/" + manifest["config"]["digest"][7:],
+                        "RepoTags": ["me/d25:latest"],
+                        "Layers": ["blobs/sha256/" + l["digest"][7:] for l in manifest["layers"]]}]
+    combined = tmp_path / "d25.tar"
+    with tarfile.open(combined, "w") as tar:
+        for member, data in members:
+            tar.addfile(member, io.BytesIO(data) if data is not None else None)
+        data = json.dumps(docker_manifest).encode()
+        info = tarfile.TarInfo("manifest.json")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    fresh = tmp_path / "fresh"
+    assert layerbox(fresh, "load", "-i", str(combined)).stdout == "Loaded image: me/d25:latest\n"
+    [a] = json.loads(layerbox(fresh, "image", "inspect", "me/d25").stdout)
+    [b] = json.loads(layerbox(busybox_root, "image", "inspect", "busybox").stdout)
+    assert a["Id"] == b["Id"]
+    assert_clean(fresh)
