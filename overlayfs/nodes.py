@@ -17,9 +17,22 @@ Invariants (the rest of the package relies on them):
 
 from __future__ import annotations
 
+import errno
+import os
 from typing import Iterator
 
 ROOT_INODE = 1
+NAME_MAX = 255
+
+
+def os_error(code: int) -> OSError:
+    return OSError(code, os.strerror(code))
+
+
+def check_name(name: str) -> None:
+    """Names over NAME_MAX bytes: FUSE does not check, so we must."""
+    if len(os.fsencode(name)) > NAME_MAX:
+        raise os_error(errno.ENAMETOOLONG)
 
 
 class Node:

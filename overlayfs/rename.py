@@ -16,7 +16,7 @@ import stat
 
 from overlayfs import whiteout as wh
 from overlayfs.copyup import remove_entry
-from overlayfs.nodes import child_path
+from overlayfs.nodes import check_name, child_path
 
 RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
@@ -36,8 +36,6 @@ def _err(code: int) -> OSError:
 
 def rename(self, old_parent_ino: int, old_name: str, new_parent_ino: int, new_name: str,
            flags: int = 0) -> None:
-    from overlayfs.model import check_name
-
     self._require_writable()
     check_name(old_name)
     check_name(new_name)

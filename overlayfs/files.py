@@ -1,0 +1,197 @@
+"""Open files, attributes and extended attributes (a mixin of :class:`overlayfs.model.Union`).
+
+Any change to an entry's data or metadata copies it up first; reads of a file that
+was copied up after it was opened switch to the new copy, as the kernel overlay does.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+
+from overlayfs import whiteout as wh
+from overlayfs.copyup import proc_path
+from overlayfs.nodes import Node, os_error as _err
+
+
+class Handle:
+    """An open file: the node, the backing fd and the layer it was opened in."""
+
+    __slots__ = ("node", "fd", "layer", "writable", "flags")
+
+    def __init__(self, node: Node, fd: int, layer: int, writable: bool, flags: int):
+        self.node = node
+        self.fd = fd
+        self.layer = layer
+        self.writable = writable
+        self.flags = flags
+
+
+
+class FilesAndMetadata:
+    def map_in(self, uid: int, gid: int) -> tuple[int, int]:
+        """Ids as the mount shows them → ids stored in the upper layer."""
+        return (_map_id(uid, self.config.uid_mappings, reverse=False),
+                _map_id(gid, self.config.gid_mappings, reverse=False))
+
+    def map_out(self, uid: int, gid: int) -> tuple[int, int]:
+        """Stored ids → ids the mount shows."""
+        cfg = self.config
+        uid = cfg.squash_to_uid if cfg.squash_to_uid is not None else \
+            _map_id(uid, cfg.uid_mappings, reverse=True)
+        gid = cfg.squash_to_gid if cfg.squash_to_gid is not None else \
+            _map_id(gid, cfg.gid_mappings, reverse=True)
+        return uid, gid
+
+    def setattr(self, ino: int, *, mode=None, uid=None, gid=None, size=None,
+                atime_ns=None, mtime_ns=None, fh=None):
+        node = self.nodes.get(ino)
+        handle = self._handles.get(fh) if fh is not None else None
+        if node.names:
+            self.copy_up(node, with_data=not (size == 0 and mode is None and uid is None
+                                              and gid is None and atime_ns is None
+                                              and mtime_ns is None))
+        elif handle is None or handle.layer != 0:
+            raise _err(errno.ENOENT)
+        fd, rel = self.backing(node) if node.names else (None, None)
+        if mode is not None:
+            if fd is None:
+                os.fchmod(handle.fd, stat.S_IMODE(mode))
+            else:
+                os.chmod(rel, stat.S_IMODE(mode), dir_fd=fd)
+        if uid is not None or gid is not None:
+            new_uid, new_gid = self.map_in(-1 if uid is None else uid, -1 if gid is None else gid)
+            if uid is None:
+                new_uid = -1
+            if gid is None:
+                new_gid = -1
+            if fd is None:
+                os.fchown(handle.fd, new_uid, new_gid)
+            else:
+                os.chown(rel, new_uid, new_gid, dir_fd=fd, follow_symlinks=False)
+        if size is not None:
+            if handle is not None and handle.writable and handle.layer == 0:
+                os.ftruncate(handle.fd, size)
+            else:
+                tfd = os.open(rel, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+                try:
+                    os.ftruncate(tfd, size)
+                finally:
+                    os.close(tfd)
+        if atime_ns is not None or mtime_ns is not None:
+            if atime_ns is None or mtime_ns is None:
+                cur = os.fstat(handle.fd) if fd is None else \
+                    os.stat(rel, dir_fd=fd, follow_symlinks=False)
+                atime_ns = cur.st_atime_ns if atime_ns is None else atime_ns
+                mtime_ns = cur.st_mtime_ns if mtime_ns is None else mtime_ns
+            if fd is None:
+                os.utime(handle.fd, ns=(atime_ns, mtime_ns))
+            else:
+                os.utime(rel, ns=(atime_ns, mtime_ns), dir_fd=fd, follow_symlinks=False)
+        return node, self.stat_node(node)
+
+    def readlink(self, ino: int) -> str:
+        fd, rel = self.backing(self.nodes.get(ino))
+        return os.readlink(rel, dir_fd=fd)
+
+    def _xattr_path(self, node: Node) -> str:
+        fd, rel = self.backing(node)
+        return proc_path(fd, rel)
+
+    def getxattr(self, ino: int, name: str) -> bytes:
+        if wh.is_private_xattr(name) or not self.config.xattrs:
+            raise _err(errno.ENODATA)
+        return os.getxattr(self._xattr_path(self.nodes.get(ino)), name, follow_symlinks=False)
+
+    def listxattr(self, ino: int) -> list[str]:
+        if not self.config.xattrs:
+            return []
+        names = os.listxattr(self._xattr_path(self.nodes.get(ino)), follow_symlinks=False)
+        return [n for n in names if not wh.is_private_xattr(n)]
+
+    def setxattr(self, ino: int, name: str, value: bytes) -> None:
+        if not self.config.xattrs:
+            raise _err(errno.ENOTSUP)
+        if wh.is_private_xattr(name):
+            raise _err(errno.EPERM)
+        node = self.nodes.get(ino)
+        self.copy_up(node)
+        os.setxattr(self._xattr_path(node), name, value, follow_symlinks=False)
+
+    def removexattr(self, ino: int, name: str) -> None:
+        if wh.is_private_xattr(name) or not self.config.xattrs:
+            raise _err(errno.ENODATA)
+        node = self.nodes.get(ino)
+        self.copy_up(node)
+        os.removexattr(self._xattr_path(node), name, follow_symlinks=False)
+
+    def statfs(self) -> os.statvfs_result:
+        return os.statvfs(f"/proc/self/fd/{self._fds[0]}")
+
+    # ------------------------------------------------------------------ files
+    def _open_flags(self, flags: int) -> int:
+        flags &= ~(os.O_CREAT | os.O_EXCL | os.O_NOCTTY | os.O_TRUNC)
+        if (flags & os.O_ACCMODE) == os.O_WRONLY:
+            # The writeback cache may read pages of a file opened write-only.
+            flags = (flags & ~os.O_ACCMODE) | os.O_RDWR
+        flags &= ~os.O_APPEND  # the kernel positions appends itself with writeback
+        return flags | os.O_CLOEXEC | os.O_NOFOLLOW
+
+    def _add_handle(self, node: Node, fd: int, layer: int, writable: bool, flags: int) -> int:
+        fh = self._next_fh
+        self._next_fh += 1
+        self._handles[fh] = Handle(node, fd, layer, writable, flags)
+        node.open_count += 1
+        return fh
+
+    def open(self, ino: int, flags: int) -> int:
+        node = self.nodes.get(ino)
+        writable = (flags & os.O_ACCMODE) != os.O_RDONLY or bool(flags & os.O_TRUNC)
+        if writable:
+            self.copy_up(node, with_data=not flags & os.O_TRUNC)
+        fd, rel = self.backing(node)
+        real_flags = self._open_flags(flags) if writable else \
+            (flags & ~(os.O_CREAT | os.O_EXCL | os.O_TRUNC | os.O_APPEND)) | os.O_CLOEXEC
+        handle_fd = os.open(rel, real_flags, dir_fd=fd)
+        if flags & os.O_TRUNC:
+            os.ftruncate(handle_fd, 0)
+        return self._add_handle(node, handle_fd, node.layer, writable, flags)
+
+    def handle(self, fh: int) -> Handle:
+        handle = self._handles[fh]
+        if handle.layer != 0 and handle.node.layer == 0 and handle.node.names:
+            # Copied up since it was opened: read the new copy, as the kernel overlay does.
+            fd, rel = self.backing(handle.node)
+            new_fd = os.open(rel, os.O_RDONLY | os.O_CLOEXEC, dir_fd=fd)
+            os.close(handle.fd)
+            handle.fd, handle.layer = new_fd, 0
+        return handle
+
+    def release(self, fh: int) -> None:
+        handle = self._handles.pop(fh)
+        os.close(handle.fd)
+        handle.node.open_count -= 1
+        self.nodes.maybe_retire(handle.node)
+
+    def fsync(self, fh: int, datasync: bool) -> None:
+        if not self.config.fsync:
+            return
+        handle = self._handles[fh]
+        if handle.writable:
+            (os.fdatasync if datasync else os.fsync)(handle.fd)
+
+    def sync_upper(self) -> None:
+        if self.has_upper and self.config.fsync:
+            os.fsync(self._fds[0])
+
+
+def _map_id(value: int, mappings, *, reverse: bool) -> int:
+    if not mappings or value == -1:
+        return value
+    for shown, stored, length in mappings:
+        src, dst = (stored, shown) if reverse else (shown, stored)
+        if src <= value < src + length:
+            return dst + (value - src)
+    return 65534
+
