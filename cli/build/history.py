@@ -1,12 +1,14 @@
 """``created_by`` strings of image history, as Docker's classic builder writes them.
 
 The classic builder (moby ``builder/dockerfile``) commits every instruction; for all but
-RUN the recorded command is ``/bin/sh -c #(nop) `` followed by a summary, with Go's ``%q``
-formatting of string slices::
+RUN the recorded command is the stage's SHELL, then ``#(nop) `` and a summary, with Go's
+``%q``/``%v`` formatting of string slices::
 
-    /bin/sh -c #(nop)  CMD ["echo" "hello"]
+    /bin/sh -c #(nop)  CMD ["echo" "hello"]            (two args "#(nop) ", comment: 2 spaces)
     /bin/sh -c #(nop)  ENV A=1 B=x y
-    /bin/sh -c #(nop) COPY file:<sha256> in /app       (COPY/ADD: one space, trailing blank)
+    /bin/sh -c #(nop)  SHELL [/bin/bash -c]            (SHELL prints with %v, not %q)
+    /bin/sh -c #(nop) WORKDIR /app                     (WORKDIR/COPY/ADD: one arg, 1 space)
+    /bin/sh -c #(nop) COPY file:<sha256> in /app       (and a trailing blank)
 
 RUN records the command it ran, prefixed with ``|N K=V …`` when build args were in effect:
 ``/bin/sh -c echo hi`` or ``|1 A=b /bin/sh -c echo hi``.
@@ -14,6 +16,7 @@ RUN records the command it ran, prefixed with ``|N K=V …`` when build args wer
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 
 from cli.build import instructions as ins
@@ -95,8 +98,12 @@ def _trim_fraction(value: int, unit: int) -> str:
     return f"{whole}.{frac:0{digits}d}".rstrip("0")
 
 
-def _nop(summary: str) -> str:
-    return f"/bin/sh -c {NOP} {summary}"
+def copy_source_summary(hashes: Sequence[str]) -> str:
+    """The ``srcHash`` of a COPY/ADD from the per-source ``file:<hex>``/``dir:<hex>`` values
+    the builder computed: one source keeps its own; several become ``multi:<sha256>``."""
+    if len(hashes) == 1:
+        return hashes[0]
+    return "multi:" + hashlib.sha256(",".join(hashes).encode()).hexdigest()
 
 
 def created_by(instr: ins.Instruction, *, shell: Sequence[str] = ins.DEFAULT_SHELL,
@@ -110,6 +117,15 @@ def created_by(instr: ins.Instruction, *, shell: Sequence[str] = ins.DEFAULT_SHE
     builder can compute; ``workdir`` is the resolved working directory after a WORKDIR.
     """
     shell = tuple(shell)
+    if isinstance(instr, ins.Shell):
+        shell = instr.shell  # the new SHELL is already in effect when Docker commits it
+
+    def _nop(summary: str) -> str:
+        return " ".join(shell) + f" {NOP} {summary}"
+
+    def _nop_one_arg(summary: str) -> str:
+        return " ".join(shell) + f" {NOP}{summary}"
+
     if isinstance(instr, ins.Run):
         argv = list(instr.command.argv(shell))
         for doc in instr.heredocs:  # the classic builder has no heredocs: keep them readable
@@ -122,7 +138,7 @@ def created_by(instr: ins.Instruction, *, shell: Sequence[str] = ins.DEFAULT_SHE
     if isinstance(instr, ins.Entrypoint):
         return _nop("ENTRYPOINT " + go_quote_slice(instr.command.argv(shell)))
     if isinstance(instr, ins.Shell):
-        return _nop("SHELL " + go_quote_slice(instr.shell))
+        return _nop("SHELL [" + " ".join(instr.shell) + "]")
     if isinstance(instr, ins.Env):
         return _nop("ENV " + " ".join(f"{p.key}={p.value}" for p in instr.pairs))
     if isinstance(instr, ins.Label):
@@ -133,7 +149,7 @@ def created_by(instr: ins.Instruction, *, shell: Sequence[str] = ins.DEFAULT_SHE
     if isinstance(instr, ins.Maintainer):
         return _nop("MAINTAINER " + instr.name)
     if isinstance(instr, ins.Workdir):
-        return _nop("WORKDIR " + (workdir or instr.path))
+        return _nop_one_arg("WORKDIR " + (workdir or instr.path))
     if isinstance(instr, ins.User):
         return _nop("USER " + instr.user)
     if isinstance(instr, ins.StopSignal):
@@ -151,7 +167,7 @@ def created_by(instr: ins.Instruction, *, shell: Sequence[str] = ins.DEFAULT_SHE
         return _nop("HEALTHCHECK &{" + " ".join(fields) + " " + go_quote_rune(instr.retries) + "}")
     if isinstance(instr, ins._CopyLike):
         source = copy_source or _describe_sources(instr)
-        return f"/bin/sh -c {NOP}{instr.keyword} {source} in {instr.dest} "
+        return _nop_one_arg(f"{instr.keyword} {source} in {instr.dest} ")
     raise TypeError(f"no history line for {type(instr).__name__}")
 
 

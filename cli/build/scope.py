@@ -27,6 +27,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import posixpath
+import re
+import signal
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -39,6 +41,20 @@ PROXY_ARGS = frozenset({
     "HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY", "ftp_proxy",
     "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy",
 })
+
+
+_SIGNAL_NAMES = frozenset(s.name[3:] for s in signal.Signals if not s.name.startswith("SIG_"))
+
+
+def is_valid_signal(text: str) -> bool:
+    """moby/sys ``signal.ParseSignal``: a non-zero number, or a name with or without SIG."""
+    if text.isdigit():
+        return int(text) != 0
+    name = text.upper().removeprefix("SIG")
+    if name in _SIGNAL_NAMES:
+        return True
+    match = re.fullmatch(r"RT(MIN|MAX)([+-](\d+))?", name)
+    return bool(match) and int(match.group(3) or 0) <= 15
 
 
 def env_list_to_dict(env: Iterable[str] | Mapping[str, str]) -> dict[str, str]:
@@ -229,7 +245,10 @@ class StageScope:
         return dataclasses.replace(instr, user=self._word(instr, instr.user))
 
     def _expand_stopsignal(self, instr: ins.StopSignal) -> ins.StopSignal:
-        return dataclasses.replace(instr, signal=self._word(instr, instr.signal))
+        value = self._word(instr, instr.signal)
+        if not is_valid_signal(value):
+            raise DockerfileError(f"Invalid signal: {value}", self.dockerfile.filename, instr.line)
+        return dataclasses.replace(instr, signal=value)
 
     def _expand_volume(self, instr: ins.Volume) -> ins.Volume:
         paths = tuple(self._word(instr, p) for p in instr.paths)
