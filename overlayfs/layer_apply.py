@@ -122,8 +122,10 @@ class _Applier:
             try:
                 child = os.open(part, _DIR_FLAGS, dir_fd=fd)
             except FileNotFoundError:
+                # A parent the archive never listed, made as Docker makes it.
                 os.mkdir(part, _IMPLICIT_DIR_MODE, dir_fd=fd)
                 child = os.open(part, _DIR_FLAGS, dir_fd=fd)
+                os.fchmod(child, _IMPLICIT_DIR_MODE)  # whatever the umask says
             except OSError as exc:
                 if exc.errno in (errno.ELOOP, errno.ENOTDIR):
                     st = os.stat(part, dir_fd=fd, follow_symlinks=False)
@@ -393,8 +395,13 @@ def unpack_layer(stream: BinaryIO, dest: str | os.PathLike) -> None:
                                   or os.listdir(dest)):
         raise LayerError(f"cannot unpack into {dest}: it exists and is not an empty directory")
     partial = _partial_name(dest)
-    os.mkdir(partial, 0o755)
     try:
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        os.mkdir(partial, 0o755)
+    except OSError as exc:
+        raise LayerError(f"cannot unpack into {dest}: {exc}") from None
+    try:
+        os.chmod(partial, 0o755)  # the root's mode when the archive has no "./" entry
         root_fd = os.open(partial, _DIR_FLAGS)
         try:
             _run(stream, root_fd, whiteouts=True)
@@ -405,10 +412,10 @@ def unpack_layer(stream: BinaryIO, dest: str | os.PathLike) -> None:
             os.rename(partial, dest)  # replaces an empty directory atomically
         except OSError as exc:
             raise LayerError(f"cannot move the unpacked layer to {dest}: {exc}") from None
-        _fsync_dir(os.path.dirname(dest))
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
+    _fsync_dir(os.path.dirname(dest))
 
 
 def _fsync_dir(path: str) -> None:
@@ -430,7 +437,10 @@ def extract_tar(stream: BinaryIO, dest: str | os.PathLike) -> None:
     if not os.path.isdir(dest):
         raise LayerError(f"cannot extract into {dest}: not a directory")
     staging = os.path.join(dest, f".layerbox-extract-{secrets.token_hex(6)}")
-    os.mkdir(staging, 0o700)
+    try:
+        os.mkdir(staging, 0o700)
+    except OSError as exc:
+        raise LayerError(f"cannot extract into {dest}: {exc}") from None
     try:
         staging_fd = os.open(staging, _DIR_FLAGS)
         dest_fd = os.open(dest, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
