@@ -12,10 +12,12 @@
 ``cli.build.dockerignore`` filters the build context.
 """
 
-from cli.build.convert import parse_dockerfile
+from cli.build.convert import parse_dockerfile, parse_onbuild_trigger
 from cli.build.errors import DockerfileError
 from cli.build.history import created_by as to_history_created_by
-from cli.build.scope import MetaArgs, StageScope, expand_from, resolve_meta_args, stages_needed
+from cli.build.scope import (MetaArgs, StageScope, expand_from, platform_args, resolve_meta_args,
+                              stages_needed)
 
 __all__ = ["DockerfileError", "MetaArgs", "StageScope", "expand_from", "parse_dockerfile",
-           "resolve_meta_args", "stages_needed", "to_history_created_by"]
+           "parse_onbuild_trigger", "platform_args", "resolve_meta_args", "stages_needed",
+           "to_history_created_by"]

@@ -47,6 +47,18 @@ def parse_dockerfile(text: str, filename: str = "Dockerfile") -> ins.Dockerfile:
         warnings=result.warnings)
 
 
+def parse_onbuild_trigger(expression: str, source: str = "ONBUILD") -> ins.Instruction:
+    """Parse one stored ONBUILD trigger (an image config's ``OnBuild`` entry) for a child
+    build. ``source`` names where it came from in error messages (e.g. the parent image)."""
+    result = parse(expression, source)
+    if len(result.nodes) != 1:
+        raise DockerfileError("onbuild trigger should be a single expression", source, 1)
+    node = result.nodes[0]
+    if node.keyword in ("onbuild", "from", "maintainer"):
+        raise DockerfileError(f"{node.keyword.upper()} isn't allowed as an ONBUILD trigger", source, 1)
+    return instruction_from_node(node, source)
+
+
 def instruction_from_node(node: Node, filename: str = "Dockerfile") -> ins.Instruction:
     try:
         return _convert(node)

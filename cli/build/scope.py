@@ -68,6 +68,26 @@ def env_list_to_dict(env: Iterable[str] | Mapping[str, str]) -> dict[str, str]:
     return out
 
 
+def platform_args(target_os: str, target_arch: str, target_variant: str = "",
+                  build_os: str | None = None, build_arch: str | None = None,
+                  build_variant: str | None = None) -> dict[str, str]:
+    """BuildKit's automatic platform ARGs (``TARGETPLATFORM``, ``BUILDARCH`` …), to pass as
+    ``resolve_meta_args(..., automatic=...)``; a stage sees them after ``ARG NAME``."""
+    build_os = build_os or target_os
+    build_arch = build_arch or target_arch
+    build_variant = target_variant if build_variant is None else build_variant
+
+    def spec(os_: str, arch: str, variant: str) -> str:
+        return f"{os_}/{arch}/{variant}" if variant else f"{os_}/{arch}"
+
+    return {
+        "BUILDPLATFORM": spec(build_os, build_arch, build_variant), "BUILDOS": build_os,
+        "BUILDARCH": build_arch, "BUILDVARIANT": build_variant,
+        "TARGETPLATFORM": spec(target_os, target_arch, target_variant), "TARGETOS": target_os,
+        "TARGETARCH": target_arch, "TARGETVARIANT": target_variant,
+    }
+
+
 @dataclass(frozen=True, slots=True)
 class MetaArgs:
     """The values of the ARGs before the first FROM (``None``: declared without a value)."""

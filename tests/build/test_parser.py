@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from cli.build import DockerfileError, parse_dockerfile
@@ -107,3 +109,26 @@ def test_instructions_are_frozen() -> None:
     df = parse_dockerfile("FROM a\nUSER me\n")
     with pytest.raises(AttributeError):
         df.stages[0].instructions[0].user = "root"  # type: ignore[misc]
+
+
+def test_onbuild_trigger_round_trip() -> None:
+    from cli.build import parse_onbuild_trigger
+    df = parse_dockerfile("FROM a\nONBUILD COPY --chown=1 . /app\n")
+    onbuild = df.stages[0].instructions[0]
+    trigger = parse_onbuild_trigger(onbuild.expression, "image busybox")
+    assert trigger == dataclasses.replace(onbuild.trigger, line=1, end_line=1)
+    with pytest.raises(DockerfileError, match="^image x:1: FROM isn't allowed"):
+        parse_onbuild_trigger("FROM scratch", "image x")
+
+
+def test_platform_args_reach_a_stage_only_when_declared() -> None:
+    from cli.build import StageScope, platform_args, resolve_meta_args
+    df = parse_dockerfile("FROM --platform=$BUILDPLATFORM a\nARG TARGETARCH\nRUN x\n")
+    meta = resolve_meta_args(df, {}, automatic=platform_args("linux", "arm64", "v8",
+                                                               build_arch="amd64", build_variant=""))
+    scope = StageScope(df, meta, {})
+    assert "TARGETARCH" not in scope.variables()
+    scope.expand(df.stages[0].instructions[0])
+    assert scope.variables()["TARGETARCH"] == "arm64"
+    assert meta.values["BUILDPLATFORM"] == "linux/amd64"
+    assert meta.values["TARGETPLATFORM"] == "linux/arm64/v8"
