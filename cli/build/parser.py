@@ -127,7 +127,12 @@ def parse(text: str, filename: str = "Dockerfile") -> ParseResult:
     """Split a Dockerfile into nodes. Raises ``DockerfileError`` with the line."""
     if text.startswith("\ufeff"):
         text = text[1:]
-    lines = text.splitlines()
+    # Only "\n" ends a line (as Go's scanner); a "\r" before it is dropped, other control
+    # characters (form feeds, vertical tabs) stay part of the line.
+    raw_lines = text.split("\n")
+    if raw_lines and raw_lines[-1] == "":
+        raw_lines.pop()
+    lines = [line.rstrip("\r") for line in raw_lines]
     directives = _Directives()
     nodes: list[Node] = []
     warnings: list[str] = []
@@ -181,7 +186,7 @@ def parse(text: str, filename: str = "Dockerfile") -> ParseResult:
                 raise DockerfileError(str(exc), filename, start, end) from None
             docs = []
             for spec in specs:
-                body, i, terminated = _read_heredoc(lines, i, spec)
+                body, i, terminated = _read_heredoc(raw_lines, text.endswith("\n"), i, spec)
                 if not terminated:
                     raise DockerfileError("unterminated heredoc", filename, start, i)
                 docs.append(Heredoc(spec.name, body, spec.expand, spec.chomp, spec.fd))
@@ -193,15 +198,21 @@ def parse(text: str, filename: str = "Dockerfile") -> ParseResult:
     return ParseResult(tuple(nodes), directives.escape, dict(directives.values), tuple(warnings))
 
 
-def _read_heredoc(lines: list[str], i: int, spec: Heredoc) -> tuple[str, int, bool]:
+def _read_heredoc(raw_lines: list[str], ends_with_newline: bool, i: int,
+                  spec: Heredoc) -> tuple[str, int, bool]:
+    """Read a heredoc body from line index ``i``: lines kept byte for byte (a CRLF file keeps
+    its "\r"), up to the terminator line."""
     body: list[str] = []
-    while i < len(lines):
-        raw = lines[i]
+    while i < len(raw_lines):
+        raw = raw_lines[i]
         i += 1
-        candidate = raw.lstrip("\t") if spec.chomp else raw
+        candidate = raw.rstrip("\r")
+        if spec.chomp:
+            candidate = candidate.lstrip("\t")
         if candidate == spec.name:
             return "".join(body), i, True
-        body.append(raw + "\n")
+        has_newline = i < len(raw_lines) or ends_with_newline
+        body.append(raw + ("\n" if has_newline else ""))
     return "".join(body), i, False
 
 

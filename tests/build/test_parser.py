@@ -132,3 +132,14 @@ def test_platform_args_reach_a_stage_only_when_declared() -> None:
     assert scope.variables()["TARGETARCH"] == "arm64"
     assert meta.values["BUILDPLATFORM"] == "linux/amd64"
     assert meta.values["TARGETPLATFORM"] == "linux/arm64/v8"
+
+
+def test_only_newline_ends_a_line() -> None:
+    nodes = parse("FROM a\r\nRUN printf 'a\x0cb\u2028c'\nRUN <<EOF\r\nline\r\nEOF\r\n").nodes
+    assert nodes[1].args == ("printf 'a\x0cb\u2028c'",)
+    assert nodes[2].heredocs[0].content == "line\r\n"
+
+
+def test_heredoc_at_end_of_file_without_newline() -> None:
+    nodes = parse("FROM a\nRUN <<EOF\nx\nEOF").nodes
+    assert nodes[1].heredocs[0].content == "x\n"
