@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import csv
 import re
 
 from cli.build import instructions as ins
@@ -221,7 +222,6 @@ def parse_mount(spec: str) -> ins.RunMount:
 
 
 def _csv_fields(spec: str) -> list[str]:
-    import csv
     return [f for f in next(csv.reader([spec])) if f != ""] if spec else []
 
 

@@ -83,8 +83,9 @@ class ShellLex:
     """One configured lexer; ``used`` collects every variable name looked up."""
 
     def __init__(self, escape: str = "\\", *, raw_quotes: bool = False,
-                 raw_escapes: bool = False, skip_unset: bool = False):
+                 raw_escapes: bool = False, skip_unset: bool = False, skip_quotes: bool = False):
         self.escape = escape
+        self.skip_quotes = skip_quotes  # quotes are plain text (COPY heredoc bodies)
         self.raw_quotes = raw_quotes
         self.raw_escapes = raw_escapes
         self.skip_unset = skip_unset
@@ -125,7 +126,12 @@ class _Run:
             if stop and ch == stop:
                 self.s.next()
                 return "".join(out), True
-            if ch == "'":
+            if ch in "'\"" and self.lex.skip_quotes:
+                self.s.next()
+                out.append(ch)
+                if top:
+                    self.words.add_char(ch)
+            elif ch == "'":
                 text = self._single_quote()
                 out.append(text)
                 if top:

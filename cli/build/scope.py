@@ -295,7 +295,9 @@ class StageScope:
 
     def _expand_copy_like(self, instr: ins._CopyLike) -> dict:
         env = self.variables()
-        raw_lex = ShellLex(self.dockerfile.escape, raw_quotes=True, raw_escapes=True)
+        # BuildKit's ExpandRaw: quotes in a heredoc body are text, "$" expands everywhere,
+        # and backslashes still escape (so "\$" keeps a dollar sign).
+        raw_lex = ShellLex("\\", skip_quotes=True)
         inline = []
         for item in instr.inline:
             data = item.data
