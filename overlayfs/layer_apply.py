@@ -298,12 +298,17 @@ class _Applier:
             _set_xattr(path, name, value)
 
     # --- directories last ----------------------------------------------------------
-    def finish_dirs(self) -> None:
+    def finish_dirs(self, *, skip_missing: bool = False) -> None:
         """Directory modes and mtimes, deepest first, once nothing more is written."""
         self._truncate(0)
         for key in sorted(self.dir_meta, key=len, reverse=True):
             member = self.dir_meta[key]
-            fd = self._open_existing_dir(list(key))
+            try:
+                fd = self._open_existing_dir(list(key))
+            except OSError as exc:
+                if skip_missing and exc.errno in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR):
+                    continue
+                raise
             try:
                 if self._is_root and not key:
                     os.fchown(fd, member.uid, member.gid)
@@ -447,7 +452,7 @@ def extract_tar(stream: BinaryIO, dest: str | os.PathLike) -> None:
         try:
             applier = _run(stream, staging_fd, whiteouts=False)
             try:
-                _merge(staging_fd, dest_fd, skip=os.path.basename(staging))
+                _merge(staging_fd, dest_fd, dest_fd, [], skip=os.path.basename(staging))
                 _restore_dir_meta(dest_fd, applier)
             except OSError as exc:
                 raise LayerError(f"cannot move extracted files into {dest}: {exc}") from None
@@ -458,8 +463,10 @@ def extract_tar(stream: BinaryIO, dest: str | os.PathLike) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _merge(src_fd: int, dst_fd: int, skip: str | None = None) -> None:
-    for name in os.listdir(src_fd):
+def _merge(src_fd: int, dst_fd: int, dest_fd: int, parts: list[str],
+           skip: str | None = None) -> None:
+    """Move the entries of SRC_FD into DST_FD (directory PARTS below DEST_FD)."""
+    for name in sorted(os.listdir(src_fd)):
         if name == skip:
             continue
         src = os.stat(name, dir_fd=src_fd, follow_symlinks=False)
@@ -467,14 +474,19 @@ def _merge(src_fd: int, dst_fd: int, skip: str | None = None) -> None:
             dst = os.stat(name, dir_fd=dst_fd, follow_symlinks=False)
         except FileNotFoundError:
             dst = None
-        if dst is not None and stat.S_ISDIR(src.st_mode) and stat.S_ISDIR(dst.st_mode):
+        into = None
+        if dst is not None and stat.S_ISDIR(src.st_mode):
+            if stat.S_ISDIR(dst.st_mode):
+                into = os.open(name, _DIR_FLAGS, dir_fd=dst_fd)
+            elif stat.S_ISLNK(dst.st_mode):
+                into = _open_link_dir(dest_fd, parts, os.readlink(name, dir_fd=dst_fd))
+        if into is not None:
             child_src = os.open(name, _DIR_FLAGS, dir_fd=src_fd)
-            child_dst = os.open(name, _DIR_FLAGS, dir_fd=dst_fd)
             try:
-                _merge(child_src, child_dst)
+                _merge(child_src, into, dest_fd, parts + [name])
             finally:
                 os.close(child_src)
-                os.close(child_dst)
+                os.close(into)
             continue
         if dst is not None:
             if stat.S_ISDIR(dst.st_mode):
@@ -484,8 +496,37 @@ def _merge(src_fd: int, dst_fd: int, skip: str | None = None) -> None:
         os.rename(name, name, src_dir_fd=src_fd, dst_dir_fd=dst_fd)
 
 
+def _open_link_dir(dest_fd: int, parts: list[str], target: str) -> int | None:
+    """Where a directory from the archive lands when DEST already has a symlink there.
+
+    Docker's ADD follows it (think ``bin -> usr/bin``). We follow a relative target
+    that stays inside DEST and goes through no further symlink; anything else is
+    replaced by the archive's directory, never followed out of DEST.
+    """
+    if target.startswith("/"):
+        return None
+    resolved = list(parts)
+    for part in target.split("/"):
+        if part == "..":
+            if not resolved:
+                return None
+            resolved.pop()
+        elif part not in ("", "."):
+            resolved.append(part)
+    fd = os.dup(dest_fd)
+    try:
+        for part in resolved:
+            child = os.open(part, _DIR_FLAGS, dir_fd=fd)
+            os.close(fd)
+            fd = child
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
 def _restore_dir_meta(dest_fd: int, applier: _Applier) -> None:
     """The archive's directory modes and times, now that moving entries is done."""
     moved = _Applier(dest_fd, whiteouts=False)
     moved.dir_meta = {key: member for key, member in applier.dir_meta.items() if key}
-    moved.finish_dirs()
+    moved.finish_dirs(skip_missing=True)  # a directory merged through a symlink

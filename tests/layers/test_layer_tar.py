@@ -299,3 +299,20 @@ def test_deep_paths(tmp_path):
     dest = tmp_path / "layer"
     unpack_layer(io.BytesIO(data), dest)
     assert _export(dest) == data
+
+
+def test_extract_tar_follows_relative_dir_symlinks_inside_dest(tmp_path):
+    """Like Docker's ADD on a usrmerged image: bin/x lands in usr/bin/x."""
+    target = tmp_path / "root"
+    (target / "usr/bin").mkdir(parents=True)
+    os.symlink("usr/bin", target / "bin")
+    os.symlink("/etc", target / "abs")
+    data = tar_bytes([(member("bin", tarfile.DIRTYPE, mode=0o755), None),
+                      (member("bin/x"), b"x"),
+                      (member("abs/y"), b"y")])
+    extract_tar(io.BytesIO(data), target)
+    assert (target / "usr/bin/x").read_bytes() == b"x"
+    assert os.readlink(target / "bin") == "usr/bin"
+    # an absolute link is not followed out of the target: the archive's dir replaces it
+    assert not os.path.islink(target / "abs") and (target / "abs/y").read_bytes() == b"y"
+    assert not os.path.exists("/etc/y")
