@@ -145,6 +145,16 @@ def stages_needed(dockerfile: ins.Dockerfile, meta: MetaArgs,
     return dockerfile.stages_needed(target, bases)
 
 
+def unused_build_args(build_args: Mapping[str, str], meta: MetaArgs,
+                      scopes: Iterable[StageScope]) -> list[str]:
+    """Build args that no ARG of the build declared; Docker warns about them
+    (``[Warning] One or more build-args [X] were not consumed``)."""
+    declared = set(meta.values)
+    for scope in scopes:
+        declared |= scope.declared
+    return sorted(k for k in build_args if k not in declared and k not in PROXY_ARGS)
+
+
 class StageScope:
     """Variables of one stage while a builder walks its instructions (see module doc)."""
 
@@ -160,7 +170,6 @@ class StageScope:
         self.workdir = base_workdir or "/"
         self.shell = tuple(base_shell)
         self._lex = ShellLex(dockerfile.escape)
-        self._consumed: set[str] = set()
 
     # -- what the builder asks ---------------------------------------------------------
 
@@ -185,21 +194,15 @@ class StageScope:
         return sorted(f"{k}={v}" for k, v in self._arg_values().items()
                       if k not in self.env and k in self.args)
 
-    def unused_build_args(self, scopes: Iterable[StageScope] = ()) -> list[str]:
-        """Build args no ARG consumed (Docker warns ``[Warning] One or more build-args …``)."""
-        consumed = set(self._consumed) | set(self.meta.values)
-        for scope in scopes:
-            consumed |= scope._consumed
-        return sorted(k for k in self.build_args if k not in consumed and k not in PROXY_ARGS)
+    @property
+    def declared(self) -> frozenset[str]:
+        """Every ARG name this stage has declared so far."""
+        return frozenset(self.args)
 
     def created_by(self, instr: ins.Instruction, *, copy_source: str | None = None) -> str:
         """Docker's classic ``created_by`` for an *expanded* instruction, in this scope."""
         return _created_by(instr, shell=self.shell, build_args=self.history_build_args(),
                            copy_source=copy_source, workdir=self.workdir)
-
-    def resolve_stage_ref(self, ref: str, current: int) -> ins.Stage | None:
-        """``COPY --from`` / ``--mount from``: an earlier stage, or None for an image."""
-        return self.dockerfile.stage_by_ref(ref, before=current)
 
     # -- expansion -----------------------------------------------------------------------
 
@@ -244,7 +247,6 @@ class StageScope:
             name = self._word(instr, decl.name, env)
             default = None if decl.default is None else self._word(instr, decl.default, env)
             decls.append(ins.ArgDecl(name, default))
-            self._consumed.add(name)
             if name in self.build_args:
                 value: str | None = self.build_args[name]
             elif default is not None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from cli.build import (DockerfileError, StageScope, expand_from, parse_dockerfile,
                        resolve_meta_args, stages_needed)
+from cli.build.scope import unused_build_args
 from cli.build import instructions as ins
 
 
@@ -76,7 +77,7 @@ def run_case(case_dir: Path) -> dict:
         "meta_args": meta.values,
         "target": target.index,
         "needed": [s.index for s in needed],
-        "unused_build_args": scopes[-1].unused_build_args(scopes) if scopes else [],
+        "unused_build_args": unused_build_args(build_args, meta, scopes),
         "warnings": list(df.warnings),
         "stages": stages,
     }
