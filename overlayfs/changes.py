@@ -147,17 +147,21 @@ def redirect_path(dir_fd: int, parent_path: str) -> str | None:
 
 
 def merged_names(upper_fd: int | None, lower_fds: Sequence[int]) -> list[str]:
-    """Visible names of a directory made of an upper copy and lower copies (sorted)."""
+    """Visible names of a directory made of an upper copy and lower copies (sorted).
+
+    A whiteout hides the name in the layers below its own, never in its own layer.
+    """
     visible: dict[str, bool] = {}
     layers = ([upper_fd] if upper_fd is not None else []) + list(lower_fds)
     for fd in layers:
+        deleted = []
         with os.scandir(fd) as it:
             for entry in it:
                 name = entry.name
                 if name.startswith(wh.WHITEOUT_PREFIX):
                     target = wh.whiteout_target(name)
                     if target is not None:
-                        visible.setdefault(target, False)
+                        deleted.append(target)
                     continue
                 if name in visible:
                     continue
@@ -166,6 +170,8 @@ def merged_names(upper_fd: int | None, lower_fds: Sequence[int]) -> list[str]:
                     visible[name] = True
                 else:
                     visible[name] = not wh.is_whiteout_stat(entry.stat(follow_symlinks=False))
+        for name in deleted:
+            visible.setdefault(name, False)
     return sorted(name for name, shown in visible.items() if shown)
 
 

@@ -384,6 +384,8 @@ def _run(stream: BinaryIO, root_fd: int, *, whiteouts: bool) -> _Applier:
         raise LayerError(f"corrupt or truncated archive at {member_name!r}: {exc}") from None
     except OSError as exc:
         raise LayerError(f"cannot apply {member_name!r}: {exc}") from None
+    except (ValueError, OverflowError) as exc:  # absurd numbers in a header
+        raise LayerError(f"bad member {member_name!r}: {exc}") from None
     finally:
         applier.close()
     return applier

@@ -296,7 +296,7 @@ class _Exporter:
 
     def _export_upper_entry(self, fd: int, prefix: str, path: str, name: str,
                             lower_fds: Sequence[int] | None) -> None:
-        child_path = f"{path}/{name}"
+        child_path = f"{path}/{wh.whiteout_target(name) or name}"
         if self._excluded(child_path):
             return
         member = prefix + name
