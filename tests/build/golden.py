@@ -11,7 +11,7 @@ import dataclasses
 import json
 from pathlib import Path
 
-from cli.build import (DockerfileError, StageScope, expand_from, parse_dockerfile,
+from cli.build import (DockerfileError, StageScope, expand_from, parse_dockerfile, platform_args,
                        resolve_meta_args, stages_needed)
 from cli.build.scope import unused_build_args
 from cli.build import instructions as ins
@@ -51,7 +51,8 @@ def run_case(case_dir: Path) -> dict:
     options = json.loads((case_dir / "args.json").read_text()) if (case_dir / "args.json").exists() else {}
     build_args = options.get("build_args", {})
     df = parse_dockerfile(text, "Dockerfile")
-    meta = resolve_meta_args(df, build_args)
+    platform = options.get("platform")  # e.g. ["linux", "arm64", "v8"]: BuildKit's automatic args
+    meta = resolve_meta_args(df, build_args, automatic=platform_args(*platform) if platform else None)
     target = df.target_stage(options.get("target"))
     needed = stages_needed(df, meta, options.get("target"))
     stages, scopes = [], []
