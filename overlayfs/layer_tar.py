@@ -2,7 +2,8 @@
 
 Export (``export_layer``) writes an uncompressed tar in the OCI form (image-spec
 ``layer.md``, project spec ``diff-commit.md`` section 3): members relative to the
-root, lexical order with parents first, whiteouts as ``.wh.NAME``, an opaque
+root, in walk order (each directory's entries sorted by member name, a directory
+before its contents), whiteouts as ``.wh.NAME``, an opaque
 directory as ``D/`` then ``D/.wh..wh..opq`` then its contents, hard links as tar links
 to their first name, xattrs as PAX ``SCHILY.xattr.*`` minus the overlay-private ones.
 The bytes depend only on the directory's contents (whole-second mtimes, no user or
@@ -81,7 +82,7 @@ class _ZstdReader(io.RawIOBase):
         self._dctx = zstandard.ZstdDecompressor()
         self._frame = self._dctx.decompressobj()
         self._in_frame = False
-        self._pending = b""
+        self._pending = memoryview(b"")
 
     def readable(self) -> bool:
         return True
@@ -93,21 +94,23 @@ class _ZstdReader(io.RawIOBase):
                 if self._in_frame:
                     raise EOFError("zstd stream ended inside a frame")
                 return 0
-            self._feed(data)
+            self._pending = memoryview(self._feed(data))
         n = min(len(buffer), len(self._pending))
         buffer[:n] = self._pending[:n]
         self._pending = self._pending[n:]
         return n
 
-    def _feed(self, data: bytes) -> None:
+    def _feed(self, data: bytes) -> bytes:
+        out = []
         while data:
             self._in_frame = True
-            self._pending += self._frame.decompress(data)
+            out.append(self._frame.decompress(data))
             if not self._frame.eof:
-                return
+                break
             data = self._frame.unused_data
             self._frame = self._dctx.decompressobj()
             self._in_frame = False
+        return b"".join(out)
 
 
 def _read_exactly(stream: BinaryIO, size: int) -> bytes:
