@@ -160,7 +160,7 @@ def merged_names(upper_fd: int | None, lower_fds: Sequence[int]) -> list[str]:
                 name = entry.name
                 if name.startswith(wh.WHITEOUT_PREFIX):
                     target = wh.whiteout_target(name)
-                    if target is not None:
+                    if target is not None and entry.is_file(follow_symlinks=False):
                         deleted.append(target)
                     continue
                 if name in visible:
@@ -235,8 +235,11 @@ class _Scan:
         for entry in entries:
             name = entry.name
             if name.startswith(wh.WHITEOUT_PREFIX):
+                # A ".wh.NAME" file deletes NAME; anything else in that namespace is
+                # bookkeeping (fuse-overlayfs also leaves a ".wh..opq" 0:0 device).
                 target = wh.whiteout_target(name)
-                if target is not None and not _exists(fd, target):
+                if target is not None and entry.is_file(follow_symlinks=False) \
+                        and not _exists(fd, target):
                     self._emit(f"{path}/{target}", ChangeKind.DELETED)
                 continue
             child_path = f"{path}/{name}"

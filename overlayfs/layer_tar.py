@@ -276,6 +276,9 @@ class _Exporter:
                 name = entry.name
                 if name.startswith(wh.RESERVED_PREFIX):
                     continue  # the opaque marker is written with its directory
+                if name.startswith(wh.WHITEOUT_PREFIX) \
+                        and not entry.is_file(follow_symlinks=False):
+                    continue  # bookkeeping, e.g. fuse-overlayfs' ".wh..opq" 0:0 device
                 upper_names.add(name)
                 key = name
                 if not (entry.is_dir(follow_symlinks=False) or entry.is_symlink()

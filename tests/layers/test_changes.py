@@ -168,6 +168,25 @@ def test_spec_example_on_the_kernel_overlay(tmp_path):
     }
 
 
+@pytest.mark.skipif(not ROOT or not shutil.which("fuse-overlayfs"),
+                    reason="needs root and fuse-overlayfs")
+def test_spec_example_on_fuse_overlayfs(tmp_path):
+    """fuse-overlayfs (the stand-in mount program) marks every new dir opaque and
+    leaves ".wh..opq" devices: the result must still be the spec's list."""
+    lower, upper, work, merged = (tmp_path / n for n in ("lower", "upper", "work", "merged"))
+    for d in (lower, upper, work, merged):
+        d.mkdir()
+    _files(lower, SPEC_LOWER)
+    subprocess.run(["fuse-overlayfs", "-o", f"lowerdir={lower},upperdir={upper},workdir={work}",
+                    str(merged)], check=True, capture_output=True)
+    try:
+        script = SPEC_COMMANDS.replace(" /", f" {merged}/")
+        subprocess.run(["/bin/busybox", "sh", "-ec", script], check=True)
+    finally:
+        subprocess.run(["fusermount3", "-u", "-z", str(merged)], check=True)
+    assert _lines([lower], upper) == SPEC_EXPECTED
+
+
 @pytest.mark.skipif(not ROOT, reason="mounting the kernel overlay needs root")
 def test_kernel_redirect_dir_is_reported_as_a_full_copy(tmp_path):
     lower, upper, work, merged = (tmp_path / n for n in ("lower", "upper", "work", "merged"))
