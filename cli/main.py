@@ -18,6 +18,8 @@ from cli.errors import UserError
 #: Command modules under cli/commands/, in the order `layerbox --help` lists them.
 COMMAND_MODULES: list[str] = [
     "images", "image", "history", "tag", "rmi", "importcmd", "save", "load", "system",
+    "run", "create", "start", "attach", "exec", "ps", "logs", "stop", "kill", "restart",
+    "rm", "wait", "pause", "unpause", "inspect", "diff", "commit", "container",
 ]
 
 DEFAULT_ROOT = "/var/lib/layerbox"

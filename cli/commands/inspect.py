@@ -1,0 +1,91 @@
+"""``layerbox inspect [-f FORMAT] NAME…``: containers (Docker's shape), else images."""
+
+from __future__ import annotations
+
+import sys
+
+from cli.errors import UserError
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("inspect", help="Return low-level information on containers "
+                                              "or images")
+    add_arguments(p)
+
+
+def add_arguments(p) -> None:
+    p.add_argument("-f", "--format", default=None, help="format output using a Go template")
+    p.add_argument("--type", choices=["container", "image"], default=None)
+    p.add_argument("names", nargs="+", metavar="NAME")
+    p.set_defaults(func=inspect)
+
+
+def container_document(store, container) -> dict:
+    state = container.state
+    status = container.status()
+    return {
+        "Id": container.id,
+        "Created": container.created,
+        "Path": (container.command_args or [""])[0],
+        "Args": container.command_args[1:],
+        "State": {
+            "Status": status,
+            "Running": status in ("running", "paused"),
+            "Paused": status == "paused",
+            "Restarting": False,
+            "OOMKilled": False,
+            "Dead": status == "dead",
+            "Pid": state.get("pid", 0) if status in ("running", "paused") else 0,
+            "ExitCode": state.get("exit_code", 0),
+            "Error": state.get("error", "") or ("monitor died" if status == "dead" else ""),
+            "StartedAt": state.get("started_at", "0001-01-01T00:00:00Z"),
+            "FinishedAt": state.get("finished_at", "0001-01-01T00:00:00Z"),
+        },
+        "Image": container.image_id,
+        "Name": "/" + container.name,
+        "LogPath": str(container.dir / "container.log"),
+        "HostnamePath": str(container.dir / "etc" / "hostname"),
+        "HostsPath": str(container.dir / "etc" / "hosts"),
+        "ResolvConfPath": str(container.dir / "etc" / "resolv.conf"),
+        "Driver": "layerbox-overlayfs",
+        "HostConfig": {"NetworkMode": container.record.get("network", "private"),
+                       "AutoRemove": bool(container.record.get("auto_remove"))},
+        "GraphDriver": {"Name": "layerbox-overlayfs", "Data": {
+            "LowerDir": ":".join(str(p) for p in container.lower_dirs(store)),
+            "UpperDir": str(container.dir / "upper"),
+            "WorkDir": str(container.dir / "work"),
+            "MergedDir": str(container.dir / "merged")}},
+        "Config": container.config,
+    }
+
+
+def inspect(args) -> int:
+    from cli import containers
+    from cli.format import print_json_array, render_template
+    from cli.store.store import Store
+    docs, failed = [], False
+    with Store.open(args.root) as store:
+        for name in args.names:
+            doc = None
+            if args.type != "image":
+                try:
+                    doc = container_document(store, containers.lookup(store, name))
+                except containers.NoSuchContainer:
+                    doc = None
+            if doc is None and args.type != "container":
+                try:
+                    from cli.store.inspect import inspect_image
+                    doc = inspect_image(store, store.resolve_image(name))
+                except UserError:
+                    doc = None
+            if doc is None:
+                print(f"Error: No such object: {name}", file=sys.stderr)
+                failed = True
+                continue
+            docs.append(doc)
+    if args.format:
+        for doc in docs:
+            print(render_template(args.format, doc))
+    else:
+        print_json_array(docs)
+    return 1 if failed else 0

@@ -1,0 +1,128 @@
+"""``layerbox run`` (and the flags ``create`` shares with it)."""
+
+from __future__ import annotations
+
+import sys
+
+from cli.errors import UserError
+
+
+def add_create_arguments(p) -> None:
+    p.add_argument("-i", "--interactive", action="store_true", help="keep STDIN open")
+    p.add_argument("-t", "--tty", action="store_true", help="allocate a pseudo-TTY")
+    p.add_argument("--name", help="assign a name to the container")
+    p.add_argument("--rm", action="store_true", help="remove the container when it exits")
+    p.add_argument("-e", "--env", action="append", default=[], metavar="K=V",
+                   help="set environment variables")
+    p.add_argument("--env-file", action="append", default=[], metavar="FILE",
+                   help="read in a file of environment variables")
+    p.add_argument("-w", "--workdir", help="working directory inside the container")
+    p.add_argument("-u", "--user", help="username or UID (format: <name|uid>[:<group|gid>])")
+    p.add_argument("-h", "--hostname", help="container host name")
+    p.add_argument("--entrypoint", help="overwrite the default ENTRYPOINT of the image")
+    p.add_argument("--network", "--net", default="private", choices=["host", "none", "private"],
+                   help="network: host (the host's), none (loopback only)")
+    p.add_argument("image", metavar="IMAGE")
+    p.add_argument("command", nargs="...", metavar="COMMAND")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("run", help="Create and run a new container from an image",
+                              add_help=False)
+    p.add_argument("--help", action="help", help="show this help message and exit")
+    p.add_argument("-d", "--detach", action="store_true",
+                   help="run in the background and print the container ID")
+    add_create_arguments(p)
+    p.set_defaults(func=run)
+
+
+def _env_items(args) -> tuple[str, ...]:
+    import os
+    items: list[str] = []
+    for path in args.env_file:
+        try:
+            with open(path, encoding="utf-8") as f:
+                lines = f.read().splitlines()
+        except OSError as exc:
+            raise UserError(f"open {path}: {exc.strerror.lower()}") from None
+        items += [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    items += args.env
+    resolved = []
+    for item in items:
+        if "=" not in item:        # `-e NAME` passes the client's value, as Docker does
+            if item in os.environ:
+                resolved.append(f"{item}={os.environ[item]}")
+            continue
+        if item.startswith("="):
+            raise UserError(f"invalid environment variable: {item}")
+        resolved.append(item)
+    return tuple(resolved)
+
+
+def create_from_args(store, args):
+    from cli import containers
+    opts = containers.CreateOptions(
+        image=args.image, command=list(args.command), name=args.name,
+        entrypoint=args.entrypoint, env=_env_items(args), workdir=args.workdir,
+        user=args.user, hostname=args.hostname, tty=args.tty, open_stdin=args.interactive,
+        network=args.network, auto_remove=args.rm)
+    return containers.create(store, opts)
+
+
+def run(args) -> int:
+    from cli import containers
+    from cli.store.store import Store
+    with Store.open(args.root) as store:
+        container = create_from_args(store, args)
+        if args.detach:
+            containers.start(store, container)
+            print(container.id)
+            return 0
+    return start_attached(args.root, container, stdin=args.interactive, tty=args.tty)
+
+
+def start_attached(root, container, *, stdin: bool, tty: bool) -> int:
+    """Start under a monitor that waits for us, then stream until the container exits."""
+    from cli import attach, containers
+    from cli.store.store import Store
+    with Store.open(root) as store:
+        containers.start(store, container, attach_first=True)
+    sock = attach.connect(container)
+    if sock is None:
+        raise UserError(f"container {container.name}: its monitor is not listening")
+    with _signal_proxy(root, container, enabled=not tty):
+        try:
+            return attach.attach(container, stdin=stdin, tty=tty, sock=sock)
+        except attach.Detached:
+            sys.stderr.write("\r\n")
+            return 0
+
+
+class _signal_proxy:
+    """Without a tty, SIGINT/SIGTERM to the client go to the container (Docker's sig-proxy)."""
+
+    def __init__(self, root, container, enabled: bool):
+        self.root, self.container, self.enabled = root, container, enabled
+        self.saved = {}
+
+    def __enter__(self):
+        import signal
+        if self.enabled:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.saved[sig] = signal.signal(sig, self._forward)
+        return self
+
+    def _forward(self, signum, _frame):
+        import os
+        from pathlib import Path
+
+        from cli import runtime
+        try:
+            runtime.Runc(Path(os.path.abspath(self.root)) / "runc").kill(self.container.id, str(signum))
+        except UserError:
+            pass
+
+    def __exit__(self, *exc):
+        import signal
+        for sig, handler in self.saved.items():
+            signal.signal(sig, handler)

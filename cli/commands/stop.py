@@ -1,0 +1,30 @@
+"""``layerbox stop [-t SECS] CONTAINER…``: SIGTERM, then SIGKILL."""
+
+from __future__ import annotations
+
+import sys
+
+from cli.errors import UserError
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("stop", help="Stop one or more running containers")
+    p.add_argument("-t", "--time", type=int, default=10,
+                   help="seconds to wait before killing (default %(default)s)")
+    p.add_argument("containers", nargs="+", metavar="CONTAINER")
+    p.set_defaults(func=stop)
+
+
+def stop(args) -> int:
+    from cli import containers
+    from cli.store.store import Store
+    failed = False
+    with Store.open(args.root) as store:
+        for name in args.containers:
+            try:
+                containers.stop(store, containers.lookup(store, name), timeout=args.time)
+                print(name)
+            except UserError as exc:
+                print(f"Error: {exc}", file=sys.stderr)
+                failed = True
+    return 1 if failed else 0

@@ -1,0 +1,139 @@
+"""``commit``: a container's upper dir becomes one new layer on top of its image.
+
+A staged mutation that returns a new image (spec/diff-commit.md section 2): validate the
+``-c`` changes first (a bad one writes nothing), pause the container and flush its mount,
+stream the upper dir as a layer tar straight into the store (never in memory), write the
+new config with its history entry, tag, and resume.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import os
+import threading
+
+from cli import containers
+from cli.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+def commit_config(base: dict, container, *, author: str, message: str,
+                  changes: list[str], diff_id: str, created: str) -> dict:
+    """The new image config: the base image's, updated from the container, then -c."""
+    from cli.config_changes import apply_changes
+    config = copy.deepcopy(base)
+    inner = dict(config.get("config") or {})
+    cfg = container.config
+    for key in ("Cmd", "Entrypoint"):
+        if cfg.get(key):
+            inner[key] = list(cfg[key])
+        else:
+            inner.pop(key, None)
+    for key in ("Env",):
+        if cfg.get(key):
+            inner[key] = list(cfg[key])
+    for key in ("WorkingDir", "User"):
+        if cfg.get(key):
+            inner[key] = cfg[key]
+    config["config"] = inner
+    config = apply_changes(config, changes)
+    rootfs = dict(config.get("rootfs") or {"type": "layers"})
+    rootfs["type"] = "layers"
+    rootfs["diff_ids"] = list(rootfs.get("diff_ids") or []) + [diff_id]
+    config["rootfs"] = rootfs
+    entry = {"created": created}
+    if author:
+        entry["author"] = author
+    entry["created_by"] = " ".join(container.command_args)
+    if message:
+        entry["comment"] = message
+    config["history"] = list(config.get("history") or []) + [entry]
+    config["created"] = created
+    if author:
+        config["author"] = author
+    else:
+        config.pop("author", None)
+    config.setdefault("architecture", "amd64")
+    config.setdefault("os", "linux")
+    return config
+
+
+def export_upper(store, container):
+    """Stream the container's upper dir into the store as one layer (a pipe + a writer
+    thread, so the tar is never held in memory)."""
+    from overlayfs.layer_tar import LayerError, export_layer
+    image = store.get_image(container.image_id)
+    lowers = container.lower_dirs(store)
+    read_fd, write_fd = os.pipe()
+    failure: list[BaseException] = []
+
+    def write() -> None:
+        try:
+            with os.fdopen(write_fd, "wb") as out:
+                export_layer(container.dir / "upper", out, lowers=lowers)
+        except BaseException as exc:   # re-raised in the caller's thread
+            failure.append(exc)
+
+    writer = threading.Thread(target=write, name="export-layer", daemon=True)
+    writer.start()
+    try:
+        with os.fdopen(read_fd, "rb") as stream:
+            layer = store.write_layer(stream, parent=image.layers[-1] if image.layers else None)
+    except BaseException:
+        writer.join()
+        if failure:
+            raise _export_error(failure[0], LayerError) from None
+        raise
+    writer.join()
+    if failure:
+        raise _export_error(failure[0], LayerError) from None
+    return layer
+
+
+def _export_error(exc: BaseException, layer_error) -> BaseException:
+    if isinstance(exc, layer_error):
+        return UserError(f"cannot export the container's changes: {exc}")
+    return exc
+
+
+def commit(store, container, *, author: str = "", message: str = "",
+           changes: list[str] = (), pause: bool = True, repo: str | None = None):
+    """Make and return the new image (tagged REPO[:TAG] if given)."""
+    from cli.config_changes import apply_changes
+    from cli.reference import parse_tagged
+    from cli.store.store import now_rfc3339
+    apply_changes(container_image_config(store, container), list(changes))  # validate first
+    if repo is not None:
+        parse_tagged(repo)                                                  # validate first
+    status = container.status()
+    if status == "dead":
+        raise UserError(f"container {container.name}: its monitor died; remove it with rm -f")
+    runc = containers.runc_for(store)
+    paused_here = False
+    if status == "running" and pause:
+        runc.pause(container.id)
+        paused_here = True
+    try:
+        merged = container.dir / "merged"
+        if status in ("running", "paused") and containers.is_mounted(merged):
+            containers.syncfs(merged)
+        layer = export_upper(store, container)
+    finally:
+        if paused_here:
+            with contextlib.suppress(UserError):
+                runc.resume(container.id)
+    image = store.get_image(container.image_id)
+    config = commit_config(store.image_config(image), container, author=author,
+                           message=message, changes=list(changes), diff_id=layer.diff_id,
+                           created=now_rfc3339())
+    new = store.create_image(config=config, layers=list(image.layers) + [layer])
+    if repo is not None:
+        store.tag(new, repo)
+    return new
+
+
+def container_image_config(store, container) -> dict:
+    return store.image_config(container.image_id)

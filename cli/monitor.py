@@ -1,0 +1,623 @@
+"""The per-container monitor (like Podman's conmon): ``python -m cli.monitor ROOT ID``.
+
+Started detached by ``start``/``run``; it outlives the client. It mounts the rootfs,
+writes the bundle, runs ``runc create`` + ``runc start`` as a child subreaper (so the
+container's init becomes its child and its exit status is ours to collect), holds the pty
+master (or the stdio pipes), writes the JSON-lines log, serves attach clients on
+``attach.sock``, and at the end records the exit code, unmounts, and removes the
+container if it was started with ``--rm``.
+
+Readiness: the client passes a pipe's write end as ``--ready-fd``; the monitor writes one
+JSON line, ``{"status": "running"}`` (or ``"created"`` with ``--attach-first``: then it
+starts the container when the first attach client has connected, so no output is lost),
+or ``{"error": "...", "exit_code": N}``.
+
+Attach protocol: the client sends one JSON line ``{"stdin": bool, "rows": R, "cols": C}``
+then frames; both directions use frames of ``type (1 byte) + length (4 bytes BE) +
+payload``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import ctypes
+import errno
+import fcntl
+import json
+import logging
+import os
+import selectors
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import termios
+import time
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+# Frame types. Client → monitor:
+FRAME_STDIN, FRAME_STDIN_EOF, FRAME_RESIZE = 0, 4, 5
+# Monitor → client:
+FRAME_STDOUT, FRAME_STDERR, FRAME_EXIT = 1, 2, 3
+
+HEADER = struct.Struct(">BI")
+#: A client that does not read this much output is disconnected, not waited for.
+MAX_CLIENT_BACKLOG = 8 << 20
+ATTACH_FIRST_TIMEOUT = 60.0
+#: After the container's init exits, how long we keep draining output its children left.
+DRAIN_TIMEOUT = 2.0
+PR_SET_CHILD_SUBREAPER = 36
+
+
+def frame(kind: int, payload: bytes = b"") -> bytes:
+    return HEADER.pack(kind, len(payload)) + payload
+
+
+class FrameReader:
+    """Splits a byte stream into (type, payload) frames."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[tuple[int, bytes]]:
+        self._buffer += data
+        frames = []
+        while len(self._buffer) >= HEADER.size:
+            kind, length = HEADER.unpack_from(self._buffer)
+            if len(self._buffer) < HEADER.size + length:
+                break
+            frames.append((kind, bytes(self._buffer[HEADER.size:HEADER.size + length])))
+            del self._buffer[:HEADER.size + length]
+        return frames
+
+
+def exit_code_of(status: int) -> int:
+    if os.WIFEXITED(status):
+        return os.WEXITSTATUS(status)
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)
+    return 255
+
+
+def start_error_exit_code(message: str) -> int:
+    """Docker's codes for a command that cannot start: 127 not found, 126 not executable."""
+    lowered = message.lower()
+    if "not found" in lowered or "no such file" in lowered:
+        return 127
+    if "permission denied" in lowered:
+        return 126
+    return 125
+
+
+class _Client:
+    def __init__(self, sock: socket.socket):
+        self.sock = sock
+        self.header: dict | None = None
+        self.inbuf = bytearray()
+        self.reader = FrameReader()
+        self.outbuf = bytearray()
+        self.closing = False
+
+
+class Monitor:
+    def __init__(self, store, container, ready_fd: int, attach_first: bool):
+        from cli import containers
+        self.store = store
+        self.container = container
+        self.ready_fd = ready_fd
+        self.attach_first = attach_first
+        self.cdir = container.dir
+        self.runc = containers.runc_for(store)
+        self.tty = bool(container.config.get("Tty"))
+        self.open_stdin = bool(container.config.get("OpenStdin"))
+        self.selector = selectors.DefaultSelector()
+        self.clients: list[_Client] = []
+        self.master: int | None = None         # pty master (tty)
+        self.stdin_w: int | None = None        # container stdin pipe (non-tty -i)
+        self.outputs: dict[int, str] = {}      # fd → "stdout"/"stderr"
+        self.stdin_pending = bytearray()
+        self.pid: int | None = None
+        self.exit_status: int | None = None
+        self.log_file = open(self.cdir / "container.log", "ab", buffering=0)
+        self.listener: socket.socket | None = None
+        self.wake_r, self.wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    # -- readiness --------------------------------------------------------------------
+
+    def _ready(self, message: dict) -> None:
+        if self.ready_fd < 0:
+            return
+        try:
+            os.write(self.ready_fd, (json.dumps(message) + "\n").encode())
+        except OSError:
+            pass
+        os.close(self.ready_fd)
+        self.ready_fd = -1
+
+    # -- main -------------------------------------------------------------------------
+
+    def run(self) -> int:
+        from cli import containers, runtime
+        try:
+            merged = containers.mount_rootfs(self.container, self.store)
+            process = runtime.ProcessSpec(
+                args=self.container.command_args, env=self.container.config.get("Env") or [],
+                workdir=self.container.config.get("WorkingDir") or "/",
+                user=self.container.config.get("User") or "",
+                hostname=self.container.config.get("Hostname") or self.container.short_id,
+                tty=self.tty, network=self.container.record.get("network", "private"))
+            spec = runtime.build_spec(process, rootfs=merged, container_id=self.container.id,
+                                      etc_dir=self.cdir / "etc")
+            runtime.write_bundle(self.cdir / "bundle", spec)
+            self._create()
+        except Exception as exc:  # every failure before start is reported to the client
+            message = str(exc) or type(exc).__name__
+            log.error("start failed: %s", message, exc_info=not isinstance(exc, OSError)
+                      and not hasattr(exc, "exit_code"))
+            code = start_error_exit_code(message)
+            self._finish(code, error=message)
+            self._ready({"error": message, "exit_code": code})
+            return code
+        self._listen()
+        if self.attach_first:
+            self._ready({"status": "created"})
+            self._wait_first_client()
+        try:
+            self.runc.start(self.container.id)
+        except Exception as exc:
+            message = str(exc)
+            code = start_error_exit_code(message)
+            self._finish(code, error=message)
+            self._ready({"error": message, "exit_code": code})
+            self._send_exit(code, message)
+            return code
+        from cli import containers as c
+        c.update_state(self.store, self.container.id, status="running", pid=self.pid,
+                       started_at=c.now_rfc3339(), exit_code=0, error="")
+        self._ready({"status": "running"})
+        self._loop()
+        code = exit_code_of(self.exit_status if self.exit_status is not None else 255 << 8)
+        self._finish(code)
+        self._send_exit(code)
+        return code
+
+    def _create(self) -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        pid_file = self.cdir / "bundle" / "pid"
+        pid_file.unlink(missing_ok=True)
+        runc_log = self.cdir / "bundle" / "runc.log"
+        runc_log.unlink(missing_ok=True)
+        args = ["--log", str(runc_log), "--log-format", "json", "create",
+                "--bundle", str(self.cdir / "bundle"), "--pid-file", str(pid_file)]
+        devnull = os.open(os.devnull, os.O_RDWR)
+        child_fds: list[int] = []
+        console = None
+        if self.tty:
+            console = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            (self.cdir / "console.sock").unlink(missing_ok=True)
+            console.bind("console.sock")            # relative: cwd is the container dir
+            console.listen(1)
+            args += ["--console-socket", "console.sock"]
+            stdio = (devnull, devnull, devnull)
+        else:
+            if self.open_stdin:
+                stdin_r, self.stdin_w = os.pipe()
+                child_fds.append(stdin_r)
+            else:
+                stdin_r = devnull
+            out_r, out_w = os.pipe()
+            err_r, err_w = os.pipe()
+            child_fds += [out_w, err_w]
+            self.outputs = {out_r: "stdout", err_r: "stderr"}
+            stdio = (stdin_r, out_w, err_w)
+        proc = subprocess.Popen(self.runc.command(*args, self.container.id), stdin=stdio[0],
+                                stdout=stdio[1], stderr=stdio[2], cwd=self.cdir)
+        if console is not None:
+            console.settimeout(1.0)
+            while self.master is None:
+                try:
+                    conn, _ = console.accept()
+                except socket.timeout:
+                    if proc.poll() is not None:
+                        break
+                    continue
+                with conn:
+                    _msg, fds, _flags, _addr = socket.recv_fds(conn, 4096, 1)
+                    self.master = fds[0] if fds else None
+            console.close()
+            (self.cdir / "console.sock").unlink(missing_ok=True)
+        rc = proc.wait()
+        for fd in child_fds:
+            os.close(fd)
+        os.close(devnull)
+        if rc != 0:
+            raise RuntimeError(_runc_log_error(runc_log) or f"runc create failed ({rc})")
+        self.pid = int(pid_file.read_text().strip())
+        for fd in list(self.outputs) + ([self.master] if self.master is not None else []):
+            os.set_blocking(fd, False)
+        if self.stdin_w is not None:
+            os.set_blocking(self.stdin_w, False)
+
+    def _listen(self) -> None:
+        (self.cdir / "attach.sock").unlink(missing_ok=True)
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind("attach.sock")
+        self.listener.listen(16)
+        self.listener.setblocking(False)
+
+    def _wait_first_client(self) -> None:
+        deadline = time.monotonic() + ATTACH_FIRST_TIMEOUT
+        self.listener.setblocking(True)
+        while time.monotonic() < deadline:
+            self.listener.settimeout(max(0.1, deadline - time.monotonic()))
+            try:
+                sock, _ = self.listener.accept()
+            except (socket.timeout, OSError):
+                break
+            client = _Client(sock)
+            sock.settimeout(10)
+            try:
+                line = b""
+                while not line.endswith(b"\n"):
+                    chunk = sock.recv(1)
+                    if not chunk:
+                        break
+                    line += chunk
+                client.header = json.loads(line or b"{}")
+            except (OSError, ValueError):
+                sock.close()
+                continue
+            self._apply_resize(client.header.get("rows"), client.header.get("cols"))
+            sock.setblocking(False)
+            self.clients.append(client)
+            break
+        self.listener.setblocking(False)
+
+    # -- the event loop -------------------------------------------------------------
+
+    def _loop(self) -> None:
+        signal.set_wakeup_fd(self.wake_w)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        sel = self.selector
+        sel.register(self.wake_r, selectors.EVENT_READ, "wake")
+        sel.register(self.listener, selectors.EVENT_READ, "listen")
+        for fd in self.outputs:
+            sel.register(fd, selectors.EVENT_READ, "output")
+        if self.master is not None:
+            sel.register(self.master, selectors.EVENT_READ, "output")
+        for client in self.clients:
+            sel.register(client.sock, selectors.EVENT_READ, client)
+        self._reap()
+        drain_deadline = None
+        while True:
+            open_outputs = list(self.outputs) + ([self.master] if self.master is not None else [])
+            if self.exit_status is not None:
+                if not open_outputs:
+                    break
+                if drain_deadline is None:
+                    drain_deadline = time.monotonic() + DRAIN_TIMEOUT
+                elif time.monotonic() > drain_deadline:
+                    break
+            timeout = None if drain_deadline is None else max(0.0, drain_deadline - time.monotonic())
+            for key, events in sel.select(timeout):
+                what = key.data
+                if what == "wake":
+                    _drain_fd(self.wake_r)
+                    self._reap()
+                elif what == "listen":
+                    self._accept()
+                elif what == "output":
+                    self._read_output(key.fd)
+                elif what == "stdin":
+                    self._flush_stdin()
+                elif isinstance(what, _Client):
+                    if events & selectors.EVENT_READ:
+                        self._client_readable(what)
+                    if events & selectors.EVENT_WRITE and what in self.clients:
+                        self._client_flush(what)
+        signal.set_wakeup_fd(-1)
+        for fd in list(self.outputs):
+            self._close_output(fd)
+        if self.master is not None:
+            self._close_output(self.master)
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            if pid == self.pid:
+                self.exit_status = status
+                log.debug("container process %d exited: %d", pid, status)
+
+    def _accept(self) -> None:
+        try:
+            sock, _ = self.listener.accept()
+        except OSError:
+            return
+        sock.setblocking(False)
+        client = _Client(sock)
+        self.clients.append(client)
+        self.selector.register(sock, selectors.EVENT_READ, client)
+
+    def _read_output(self, fd: int) -> None:
+        try:
+            data = os.read(fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError as exc:       # EIO: the pty's last slave closed
+            if exc.errno != errno.EIO:
+                log.debug("read output: %s", exc)
+            data = b""
+        if not data:
+            self._close_output(fd)
+            return
+        stream = self.outputs.get(fd, "stdout")
+        self._log(stream, data)
+        kind = FRAME_STDERR if stream == "stderr" else FRAME_STDOUT
+        for client in list(self.clients):
+            if client.header is not None and client.header.get(stream, True):
+                self._send(client, frame(kind, data))
+
+    def _close_output(self, fd: int) -> None:
+        try:
+            self.selector.unregister(fd)
+        except (KeyError, ValueError):
+            pass
+        if fd == self.master:
+            # keep the master open until the end would block the next read with EIO forever
+            self.master = None
+        self.outputs.pop(fd, None)
+        os.close(fd)
+
+    def _log(self, stream: str, data: bytes) -> None:
+        entry = {"log": data.decode("utf-8", "replace"), "stream": stream,
+                 "time": _now_nano()}
+        self.log_file.write((json.dumps(entry) + "\n").encode())
+
+    def _client_readable(self, client: _Client) -> None:
+        try:
+            data = client.sock.recv(65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._drop(client)
+            return
+        if client.header is None:
+            client.inbuf += data
+            if b"\n" not in client.inbuf:
+                return
+            line, _, rest = bytes(client.inbuf).partition(b"\n")
+            try:
+                client.header = json.loads(line)
+            except ValueError:
+                self._drop(client)
+                return
+            self._apply_resize(client.header.get("rows"), client.header.get("cols"))
+            data = rest
+        for kind, payload in client.reader.feed(data):
+            if kind == FRAME_STDIN and client.header.get("stdin"):
+                self._write_stdin(payload)
+            elif kind == FRAME_STDIN_EOF and client.header.get("stdin"):
+                self._stdin_eof()
+            elif kind == FRAME_RESIZE:
+                rows, _, cols = payload.decode().partition(" ")
+                self._apply_resize(rows, cols)
+
+    def _apply_resize(self, rows, cols) -> None:
+        if self.master is None or not rows or not cols:
+            return
+        try:
+            fcntl.ioctl(self.master, termios.TIOCSWINSZ,
+                        struct.pack("HHHH", int(rows), int(cols), 0, 0))
+        except (OSError, ValueError):
+            pass
+
+    def _write_stdin(self, data: bytes) -> None:
+        target = self.master if self.tty else self.stdin_w
+        if target is None:
+            return
+        self.stdin_pending += data
+        self._flush_stdin()
+
+    def _flush_stdin(self) -> None:
+        target = self.master if self.tty else self.stdin_w
+        if target is None:
+            self.stdin_pending.clear()
+            return
+        while self.stdin_pending:
+            try:
+                n = os.write(target, self.stdin_pending)
+            except BlockingIOError:
+                break
+            except OSError:
+                self.stdin_pending.clear()
+                break
+            del self.stdin_pending[:n]
+        if not self.tty:
+            registered = target in self.selector.get_map()
+            if self.stdin_pending and not registered:
+                self.selector.register(target, selectors.EVENT_WRITE, "stdin")
+            elif not self.stdin_pending and registered:
+                self.selector.unregister(target)
+                if getattr(self, "_stdin_closing", False):
+                    self._stdin_eof()
+
+    def _stdin_eof(self) -> None:
+        if self.tty or self.stdin_w is None:
+            return
+        if self.stdin_pending:
+            self._stdin_closing = True
+            return
+        if self.stdin_w in self.selector.get_map():
+            self.selector.unregister(self.stdin_w)
+        os.close(self.stdin_w)
+        self.stdin_w = None
+
+    def _send(self, client: _Client, data: bytes) -> None:
+        client.outbuf += data
+        if len(client.outbuf) > MAX_CLIENT_BACKLOG:
+            log.warning("attach client too slow; disconnecting it")
+            self._drop(client)
+            return
+        self._client_flush(client)
+
+    def _client_flush(self, client: _Client) -> None:
+        while client.outbuf:
+            try:
+                n = client.sock.send(client.outbuf)
+            except BlockingIOError:
+                break
+            except OSError:
+                self._drop(client)
+                return
+            del client.outbuf[:n]
+        events = selectors.EVENT_READ | (selectors.EVENT_WRITE if client.outbuf else 0)
+        try:
+            self.selector.modify(client.sock, events, client)
+        except (KeyError, ValueError):
+            pass
+
+    def _drop(self, client: _Client) -> None:
+        if client in self.clients:
+            self.clients.remove(client)
+        try:
+            self.selector.unregister(client.sock)
+        except (KeyError, ValueError):
+            pass
+        client.sock.close()
+
+    # -- the end --------------------------------------------------------------------
+
+    def _finish(self, code: int, error: str = "") -> None:
+        """Record the exit, unmount, and remove the container if it asked for --rm."""
+        from cli import containers
+        try:
+            self.runc.delete(self.container.id, force=True)
+        except Exception as exc:
+            log.warning("runc delete: %s", exc)
+        containers.unmount(self.cdir / "merged")
+        containers.update_state(self.store, self.container.id, status="exited", exit_code=code,
+                                error=error, finished_at=containers.now_rfc3339(), pid=0)
+        if self.container.record.get("auto_remove"):
+            try:
+                containers.remove(self.store, containers.reload(self.store, self.container))
+            except Exception as exc:
+                log.warning("auto-remove failed: %s", exc)
+        if self.listener is not None:
+            (self.cdir / "attach.sock").unlink(missing_ok=True)
+
+    def _send_exit(self, code: int, error: str = "") -> None:
+        payload = json.dumps({"exit_code": code, "error": error}).encode()
+        for client in list(self.clients):
+            client.sock.setblocking(True)
+            client.sock.settimeout(5)
+            try:
+                client.sock.sendall(bytes(client.outbuf) + frame(FRAME_EXIT, payload))
+            except OSError:
+                pass
+            client.sock.close()
+        self.clients.clear()
+
+
+def _runc_log_error(path: Path) -> str | None:
+    """The last error runc logged (JSON lines), without its decoration."""
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if entry.get("level") in ("error", "fatal"):
+            return entry.get("msg")
+    return None
+
+
+def _drain_fd(fd: int) -> None:
+    try:
+        while os.read(fd, 4096):
+            pass
+    except BlockingIOError:
+        pass
+
+
+def _now_nano() -> str:
+    ns = time.time_ns()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 10**9)) + f".{ns % 10**9:09d}Z"
+
+
+def spawn(root: Path, container_id: str, *, attach_first: bool) -> dict:
+    """Start a detached monitor for the container; returns its readiness message."""
+    ready_r, ready_w = os.pipe()
+    cdir = Path(root) / "containers" / container_id
+    with open(cdir / "monitor.log", "ab") as errlog:
+        cmd = [sys.executable, "-m", "cli.monitor", "--ready-fd", str(ready_w)]
+        if attach_first:
+            cmd.append("--attach-first")
+        if logging.getLogger().isEnabledFor(logging.DEBUG):
+            cmd.append("--debug")
+        cmd += [str(root), container_id]
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            [str(Path(__file__).resolve().parents[1])] + sys.path[1:2])
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=errlog, stderr=errlog,
+                                pass_fds=(ready_w,), start_new_session=True, cwd=cdir, env=env)
+    os.close(ready_w)
+    data = b""
+    with os.fdopen(ready_r, "rb") as ready:
+        data = ready.readline()
+    proc.wait()                      # the intermediate process exits at once (double fork)
+    if not data:
+        return {"error": f"the container monitor died; see {cdir / 'monitor.log'}",
+                "exit_code": 125}
+    return json.loads(data)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="layerbox-monitor")
+    parser.add_argument("--ready-fd", type=int, default=-1)
+    parser.add_argument("--attach-first", action="store_true")
+    parser.add_argument("--debug", action="store_true")
+    parser.add_argument("root")
+    parser.add_argument("container_id")
+    args = parser.parse_args(argv)
+    # Double fork: the client reaps the first child at once; we are re-parented.
+    if os.fork():
+        os._exit(0)
+    for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGPIPE, signal.SIGTTOU, signal.SIGTTIN):
+        signal.signal(sig, signal.SIG_IGN)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from cli import containers
+    from cli.store.store import Store
+    store = Store.open(args.root)
+    container = containers.lookup(store, args.container_id)
+    os.chdir(container.dir)
+    from cli import containers as c
+    c.update_state(store, container.id, monitor_pid=os.getpid(),
+                   monitor_start=c.process_start_ticks(os.getpid()))
+    monitor = Monitor(store, container, args.ready_fd, args.attach_first)
+    try:
+        return monitor.run()
+    except Exception:
+        log.exception("monitor failed")
+        monitor._ready({"error": "the container monitor failed; see "
+                        f"{container.dir / 'monitor.log'}", "exit_code": 125})
+        return 125
+
+
+if __name__ == "__main__":
+    sys.exit(main())

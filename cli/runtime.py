@@ -1,0 +1,355 @@
+"""The OCI runtime side of a container: the bundle's config.json, and `runc` itself.
+
+The spec follows what Docker gives a default (non-privileged) container: its own pid,
+mount, uts, ipc and network namespaces (network shared with ``--network host``), the
+default capability set, /proc /dev /dev/pts /dev/shm /dev/mqueue /sys (read-only) and a
+read-only cgroup mount, and the same masked and read-only paths. /etc/hostname,
+/etc/hosts and /etc/resolv.conf are bind mounts of files in the container directory, so
+the container's upper dir never sees them (a container that changed nothing has an
+empty diff).
+
+rlimits: raising a hard limit is not permitted here, so the only rlimit we set is
+RLIMIT_NOFILE, clamped to the current hard limit.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import resource
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cli.errors import UserError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+#: moby oci/caps/defaults.go
+DEFAULT_CAPABILITIES = [
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD",
+    "CAP_NET_RAW", "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+]
+
+#: moby oci/defaults.go
+MASKED_PATHS = [
+    "/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+    "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi",
+    "/sys/firmware", "/sys/devices/virtual/powercap",
+]
+READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+
+DEFAULT_MOUNTS = [
+    {"destination": "/proc", "type": "proc", "source": "proc",
+     "options": ["nosuid", "noexec", "nodev"]},
+    {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+     "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+    {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+     "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
+    {"destination": "/sys", "type": "sysfs", "source": "sysfs",
+     "options": ["nosuid", "noexec", "nodev", "ro"]},
+    {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+     "options": ["ro", "nosuid", "noexec", "nodev"]},
+    {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+     "options": ["nosuid", "noexec", "nodev"]},
+    {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+     "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+]
+
+#: Files the runtime bind-mounts over the rootfs (kept in the container dir).
+ETC_FILES = ("hostname", "hosts", "resolv.conf")
+
+#: Paths that must exist in the rootfs as mount points. They are created in the
+#: container's init layer (below the upper dir), never by runc in the upper dir.
+MOUNT_POINT_DIRS = ("/proc", "/dev", "/sys")
+MOUNT_POINT_FILES = tuple(f"/etc/{name}" for name in ETC_FILES)
+
+#: moby's default device cgroup rules (oci/devices_linux.go + daemon defaults).
+_DEVICE_RULES = [
+    {"allow": False, "access": "rwm"},
+    {"allow": True, "type": "c", "access": "m"},
+    {"allow": True, "type": "b", "access": "m"},
+    {"allow": True, "type": "c", "major": 1, "minor": 3, "access": "rwm"},
+    {"allow": True, "type": "c", "major": 1, "minor": 8, "access": "rwm"},
+    {"allow": True, "type": "c", "major": 1, "minor": 7, "access": "rwm"},
+    {"allow": True, "type": "c", "major": 5, "minor": 0, "access": "rwm"},
+    {"allow": True, "type": "c", "major": 1, "minor": 5, "access": "rwm"},
+    {"allow": True, "type": "c", "major": 1, "minor": 9, "access": "rwm"},
+    {"allow": True, "type": "c", "major": 136, "access": "rwm"},
+    {"allow": True, "type": "c", "major": 5, "minor": 2, "access": "rwm"},
+    {"allow": True, "type": "c", "major": 10, "minor": 200, "access": "rwm"},
+]
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    """What to run and how, resolved from the image config and the run flags."""
+
+    args: list[str]
+    env: list[str] = field(default_factory=list)
+    workdir: str = "/"
+    user: str = ""              # "", "name", "uid", "name:group", "uid:gid"
+    hostname: str = ""
+    tty: bool = False
+    network: str = "private"    # "private" (own netns, loopback only), "none", "host"
+
+
+@dataclass(frozen=True)
+class ResolvedUser:
+    uid: int
+    gid: int
+    additional_gids: tuple[int, ...]
+    home: str
+
+
+# -- user lookup inside the rootfs -----------------------------------------------------
+
+def _read_in_root(rootfs: Path, path: str) -> str | None:
+    """Read PATH as the container would see it: symlinks resolved inside ROOTFS."""
+    resolved = _resolve_in_root(rootfs, path)
+    if resolved is None:
+        return None
+    try:
+        with open(resolved, encoding="utf-8", errors="replace") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def _resolve_in_root(rootfs: Path, path: str, depth: int = 0) -> Path | None:
+    """Follow PATH component by component, keeping every symlink inside ROOTFS."""
+    if depth > 40:
+        return None
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    current: list[str] = []
+    while parts:
+        part = parts.pop(0)
+        if part == "..":
+            if current:
+                current.pop()
+            continue
+        candidate = rootfs.joinpath(*current, part)
+        try:
+            target = os.readlink(candidate)
+        except OSError as exc:
+            if exc.errno == errno.EINVAL:      # not a symlink
+                current.append(part)
+                continue
+            if exc.errno == errno.ENOENT:
+                return None
+            raise
+        depth += 1
+        if depth > 40:
+            return None
+        if target.startswith("/"):
+            current = []
+        parts = [p for p in target.split("/") if p not in ("", ".")] + parts
+    return rootfs.joinpath(*current)
+
+
+def _parse_colon_file(text: str | None) -> list[list[str]]:
+    if not text:
+        return []
+    return [line.split(":") for line in text.splitlines()
+            if line and not line.startswith("#") and line.count(":") >= 2]
+
+
+def resolve_user(rootfs: Path, spec: str) -> ResolvedUser:
+    """Docker's ``-u`` semantics: name or uid, optionally ``:group`` (name or gid)."""
+    user, _, group = (spec or "").partition(":")
+    passwd = _parse_colon_file(_read_in_root(rootfs, "/etc/passwd"))
+    groups = _parse_colon_file(_read_in_root(rootfs, "/etc/group"))
+    user = user or "0"
+    entry = None
+    for row in passwd:
+        if len(row) >= 4 and (row[0] == user or (user.isdigit() and row[2] == user)):
+            entry = row
+            break
+    if entry is not None:
+        uid, gid = int(entry[2]), int(entry[3]) if entry[3].isdigit() else 0
+        name = entry[0]
+        home = entry[5] if len(entry) > 5 and entry[5] else "/"
+    elif user.isdigit():
+        uid, gid, name, home = int(user), 0, None, "/"
+    else:
+        raise UserError(f"unable to find user {user}: no matching entries in passwd file")
+    if group:
+        for row in groups:
+            if len(row) >= 3 and (row[0] == group or (group.isdigit() and row[2] == group)):
+                gid = int(row[2])
+                break
+        else:
+            if not group.isdigit():
+                raise UserError(f"unable to find group {group}: no matching entries in group file")
+            gid = int(group)
+    extra: list[int] = []
+    if name is not None and not group:
+        for row in groups:
+            if len(row) >= 4 and name in row[3].split(",") and row[2].isdigit():
+                if int(row[2]) != gid and int(row[2]) not in extra:
+                    extra.append(int(row[2]))
+    return ResolvedUser(uid, gid, tuple(extra), home)
+
+
+# -- the spec -----------------------------------------------------------------------
+
+def container_env(env: list[str], *, hostname: str, home: str, tty: bool) -> list[str]:
+    """Docker's environment rules: PATH default, HOSTNAME, TERM for a tty, HOME from passwd."""
+    keys = {item.partition("=")[0] for item in env}
+    result = []
+    if "PATH" not in keys:
+        result.append(f"PATH={DEFAULT_PATH}")
+    result.append(f"HOSTNAME={hostname}")
+    if tty and "TERM" not in keys:
+        result.append("TERM=xterm")
+    result.extend(item for item in env if not item.startswith("HOSTNAME="))
+    if "HOME" not in keys:
+        result.append(f"HOME={home}")
+    return result
+
+
+def _nofile_limit() -> dict:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 1048576
+    if hard != resource.RLIM_INFINITY:
+        wanted = min(wanted, hard)
+    return {"type": "RLIMIT_NOFILE", "hard": wanted, "soft": min(1024, wanted)}
+
+
+def build_spec(process: ProcessSpec, *, rootfs: Path, container_id: str,
+               etc_dir: Path) -> dict:
+    """The bundle's config.json for a container of ROOTFS (an absolute mounted path)."""
+    user = resolve_user(rootfs, process.user)
+    namespaces = [{"type": t} for t in ("pid", "ipc", "uts", "mount")]
+    if process.network != "host":
+        namespaces.append({"type": "network"})
+    mounts = [dict(m) for m in DEFAULT_MOUNTS]
+    for name in ETC_FILES:
+        mounts.append({"destination": f"/etc/{name}", "type": "bind",
+                       "source": str(etc_dir / name), "options": ["rbind", "rprivate"]})
+    caps = list(DEFAULT_CAPABILITIES)
+    return {
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": process.tty,
+            "user": {"uid": user.uid, "gid": user.gid,
+                     **({"additionalGids": list(user.additional_gids)}
+                        if user.additional_gids else {})},
+            "args": list(process.args),
+            "env": container_env(process.env, hostname=process.hostname, home=user.home,
+                                 tty=process.tty),
+            "cwd": process.workdir or "/",
+            "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
+            "rlimits": [_nofile_limit()],
+            "noNewPrivileges": False,
+        },
+        "root": {"path": str(rootfs), "readonly": False},
+        "hostname": process.hostname,
+        "mounts": mounts,
+        "linux": {
+            # cgroupfs driver: there is no systemd here (hybrid v1 + v2 hierarchy).
+            "cgroupsPath": f"/layerbox/{container_id}",
+            "resources": {"devices": _DEVICE_RULES},
+            "namespaces": namespaces,
+            "maskedPaths": list(MASKED_PATHS),
+            "readonlyPaths": list(READONLY_PATHS),
+        },
+    }
+
+
+def write_bundle(bundle: Path, spec: dict) -> None:
+    bundle.mkdir(parents=True, exist_ok=True)
+    tmp = bundle / "config.json.tmp"
+    tmp.write_text(json.dumps(spec, indent=2))
+    os.replace(tmp, bundle / "config.json")
+
+
+def write_etc_files(etc_dir: Path, *, hostname: str, network: str) -> None:
+    """hostname, hosts and resolv.conf for the bind mounts (Docker's contents)."""
+    etc_dir.mkdir(parents=True, exist_ok=True)
+    (etc_dir / "hostname").write_text(hostname + "\n")
+    if network == "host":
+        try:
+            hosts = Path("/etc/hosts").read_text()
+        except OSError:
+            hosts = "127.0.0.1\tlocalhost\n"
+    else:
+        hosts = ("127.0.0.1\tlocalhost\n"
+                 "::1\tlocalhost ip6-localhost ip6-loopback\n"
+                 "fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\n"
+                 "ff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n"
+                 f"127.0.1.1\t{hostname}\n")
+    (etc_dir / "hosts").write_text(hosts)
+    try:
+        resolv = Path("/etc/resolv.conf").read_text()
+    except OSError:
+        resolv = ""
+    (etc_dir / "resolv.conf").write_text(resolv)
+
+
+# -- runc -----------------------------------------------------------------------------
+
+class RuntimeFailure(UserError):
+    """runc refused or failed; the message is runc's own last line."""
+
+
+def runc_message(stderr: str) -> str:
+    """runc's error text without its logrus decoration."""
+    lines = [line for line in stderr.strip().splitlines() if line.strip()]
+    if not lines:
+        return "runc failed"
+    last = lines[-1]
+    if 'msg="' in last:
+        last = last.split('msg="', 1)[1].rsplit('"', 1)[0]
+    return last.replace('\\"', '"')
+
+
+class Runc:
+    """`runc` with a state directory private to one store root."""
+
+    def __init__(self, state_dir: Path, binary: str = "runc"):
+        self.state_dir = state_dir
+        self.binary = binary
+
+    def command(self, *args: str) -> list[str]:
+        return [self.binary, "--root", str(self.state_dir), *args]
+
+    def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        log.debug("runc %s", " ".join(args))
+        proc = subprocess.run(self.command(*args), capture_output=True, text=True,
+                              stdin=subprocess.DEVNULL)
+        if check and proc.returncode != 0:
+            raise RuntimeFailure(runc_message(proc.stderr))
+        return proc
+
+    def state(self, container_id: str) -> dict | None:
+        """runc's state (status created|running|paused|stopped, pid), or None if unknown."""
+        proc = self._run("state", container_id, check=False)
+        if proc.returncode != 0:
+            return None
+        try:
+            return json.loads(proc.stdout)
+        except ValueError:
+            return None
+
+    def start(self, container_id: str) -> None:
+        self._run("start", container_id)
+
+    def kill(self, container_id: str, signal: str, *, all_processes: bool = False) -> None:
+        self._run("kill", *(["--all"] if all_processes else []), container_id, signal)
+
+    def pause(self, container_id: str) -> None:
+        self._run("pause", container_id)
+
+    def resume(self, container_id: str) -> None:
+        self._run("resume", container_id)
+
+    def delete(self, container_id: str, *, force: bool = False) -> None:
+        proc = self._run("delete", *(["--force"] if force else []), container_id, check=False)
+        if proc.returncode != 0 and "does not exist" not in proc.stderr:
+            raise RuntimeFailure(runc_message(proc.stderr))
