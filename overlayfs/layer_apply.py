@@ -159,7 +159,7 @@ class _Applier:
             return
         base = parts[-1]
         if self._whiteouts is not None and base.startswith(wh.WHITEOUT_PREFIX):
-            self._apply_whiteout(parts)
+            self._apply_whiteout(parts, member)
             return
         parent_fd = self._parent_fd(parts[:-1])
         try:
@@ -188,7 +188,7 @@ class _Applier:
         for key in [k for k in self.dir_meta if k[:n] == prefix]:
             del self.dir_meta[key]
 
-    def _apply_whiteout(self, parts: list[str]) -> None:
+    def _apply_whiteout(self, parts: list[str], member: tarfile.TarInfo) -> None:
         base = parts[-1]
         parent_fd = self._parent_fd(parts[:-1])
         if base == wh.OPAQUE_MARKER_NAME:
@@ -203,6 +203,10 @@ class _Applier:
             existing = os.stat(target, dir_fd=parent_fd, follow_symlinks=False)
         except FileNotFoundError:
             self._whiteouts.make_whiteout(parent_fd, target)
+            # Owner and time from the member, so that a re-export gives the same bytes.
+            made = target if _exists_at(parent_fd, target) else wh.whiteout_file_name(target)
+            self._set_owner_at(parent_fd, made, member)
+            os.utime(made, ns=_times(member), dir_fd=parent_fd, follow_symlinks=False)
             return
         if stat.S_ISDIR(existing.st_mode):
             # NAME was (re)created in this same layer: keep it, hide the lower one.
@@ -316,6 +320,14 @@ class _Applier:
                 os.utime(fd, ns=_times(member))
             finally:
                 os.close(fd)
+
+
+def _exists_at(dir_fd: int, name: str) -> bool:
+    try:
+        os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
 
 
 def _write_all(fd: int, data: bytes) -> None:

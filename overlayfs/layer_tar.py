@@ -169,13 +169,103 @@ def _xattrs(path: str | int) -> dict[str, bytes]:
     return values
 
 
-def _pax_xattrs(values: dict[str, bytes]) -> dict[str, str]:
-    return {XATTR_PAX_PREFIX + name: value.decode(_ENCODING, _ERRORS)
-            for name, value in values.items() if not wh.is_private_xattr(name)}
+def _public_xattrs(values: dict[str, bytes]) -> dict[str, bytes]:
+    return {name: value for name, value in values.items() if not wh.is_private_xattr(name)}
 
 
 def _is_opaque(values: dict[str, bytes]) -> bool:
     return any(values.get(name) == b"y" for name in wh.OPAQUE_XATTRS)
+
+
+# --- tar headers -----------------------------------------------------------------------
+#
+# Written by hand rather than by ``tarfile`` so that the bytes (and so the diff_id) do
+# not change with the Python version: POSIX ustar headers, plus a PAX extended header
+# (records sorted by key) only when a name, a number or an xattr needs one.
+
+_USTAR_MAGIC = b"ustar\x0000"
+_PAX_HEADER_NAME = b"././@PaxHeader"
+
+
+def _octal(value: int, width: int) -> bytes:
+    return b"%0*o\x00" % (width - 1, value)
+
+
+def _fits(value: int, width: int) -> bool:
+    return 0 <= value < 8 ** (width - 1)
+
+
+def _device_number(value: int) -> bytes:
+    if _fits(value, 8):
+        return _octal(value, 8)
+    return b"\x80" + value.to_bytes(7, "big")  # GNU base-256; PAX has no field for it
+
+
+def _ustar_text(value: bytes, width: int) -> bytes:
+    return value[:width].ljust(width, b"\x00")
+
+
+def _ustar_block(name: bytes, mode: int, uid: int, gid: int, size: int, mtime: int,
+                 kind: bytes, linkname: bytes, dev: int | None) -> bytes:
+    if dev is None:
+        devfields = b"\x00" * 16
+    else:
+        devfields = _device_number(os.major(dev)) + _device_number(os.minor(dev))
+    block = b"".join((
+        _ustar_text(name, 100), _octal(mode & 0o7777, 8), _octal(uid, 8), _octal(gid, 8),
+        _octal(size, 12), _octal(mtime, 12), b" " * 8, kind, _ustar_text(linkname, 100),
+        _USTAR_MAGIC, b"\x00" * 64, devfields, b"\x00" * 167))
+    checksum = b"%06o\x00 " % sum(block)
+    return block[:148] + checksum + block[156:]
+
+
+def _pax_record(key: bytes, value: bytes) -> bytes:
+    body = b" " + key + b"=" + value + b"\n"
+    length = len(body) + len(str(len(body)))
+    if len(str(length)) + len(body) != length:
+        length = len(body) + len(str(length))
+    return b"%d" % length + body
+
+
+def _ascii_or_none(text: bytes, width: int) -> bytes | None:
+    return text if len(text) <= width and text.isascii() else None
+
+
+def tar_header(name: str, mode: int, uid: int, gid: int, size: int, mtime: int,
+               kind: bytes, linkname: str = "", dev: int | None = None,
+               xattrs: dict[str, bytes] | None = None) -> bytes:
+    """The header block(s) of one member; directories get their trailing "/"."""
+    if kind == tarfile.DIRTYPE and not name.endswith("/"):
+        name += "/"
+    raw_name = name.encode(_ENCODING, _ERRORS)
+    raw_link = linkname.encode(_ENCODING, _ERRORS)
+    records: dict[bytes, bytes] = {}
+    ustar_name = _ascii_or_none(raw_name, 100)
+    if ustar_name is None:
+        records[b"path"] = raw_name
+        ustar_name = raw_name.decode("ascii", "replace").encode("ascii", "replace")
+    ustar_link = _ascii_or_none(raw_link, 100)
+    if ustar_link is None:
+        records[b"linkpath"] = raw_link
+        ustar_link = raw_link.decode("ascii", "replace").encode("ascii", "replace")
+    numbers = {}
+    for key, value, width in ((b"uid", uid, 8), (b"gid", gid, 8), (b"size", size, 12),
+                              (b"mtime", mtime, 12)):
+        if _fits(value, width):
+            numbers[key] = value
+        else:
+            records[key] = b"%d" % value
+            numbers[key] = 0
+    for attr, value in (xattrs or {}).items():
+        records[(XATTR_PAX_PREFIX + attr).encode(_ENCODING, _ERRORS)] = value
+    header = b""
+    if records:
+        data = b"".join(_pax_record(key, records[key]) for key in sorted(records))
+        header = _ustar_block(_PAX_HEADER_NAME, 0o644, 0, 0, len(data), 0,
+                              tarfile.XHDTYPE, b"", None)
+        header += data + b"\x00" * (-len(data) % _BLOCK)
+    return header + _ustar_block(ustar_name, mode, numbers[b"uid"], numbers[b"gid"],
+                                 numbers[b"size"], numbers[b"mtime"], kind, ustar_link, dev)
 
 
 class _Exporter:
@@ -189,24 +279,13 @@ class _Exporter:
         self._links: dict[tuple[int, int], str] = {}
 
     # header writing
-    def _header(self, name: str, st: os.stat_result | None, kind: bytes, *,
+    def _header(self, name: str, st: os.stat_result, kind: bytes, *,
                 mode: int | None = None, size: int = 0, linkname: str = "",
-                pax: dict[str, str] | None = None) -> None:
-        info = tarfile.TarInfo(name)
-        info.type = kind
-        info.mode = stat.S_IMODE(st.st_mode) if mode is None else mode
-        info.uid = st.st_uid
-        info.gid = st.st_gid
-        info.mtime = st.st_mtime_ns // 1_000_000_000
-        info.size = size
-        info.linkname = linkname
-        info.uname = info.gname = ""
-        if kind in (tarfile.CHRTYPE, tarfile.BLKTYPE):
-            info.devmajor = os.major(st.st_rdev)
-            info.devminor = os.minor(st.st_rdev)
-        if pax:
-            info.pax_headers = pax
-        self._out.write(info.tobuf(tarfile.PAX_FORMAT, _ENCODING, _ERRORS))
+                xattrs: dict[str, bytes] | None = None) -> None:
+        dev = st.st_rdev if kind in (tarfile.CHRTYPE, tarfile.BLKTYPE) else None
+        self._out.write(tar_header(
+            name, stat.S_IMODE(st.st_mode) if mode is None else mode, st.st_uid, st.st_gid,
+            size, st.st_mtime_ns // 1_000_000_000, kind, linkname, dev, xattrs or {}))
 
     def _whiteout(self, member: str, st: os.stat_result) -> None:
         self._header(member, st, tarfile.REGTYPE, mode=0o600)
@@ -221,9 +300,9 @@ class _Exporter:
             self._links[key] = member
         fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
         try:
-            pax = _pax_xattrs(_xattrs(fd))
+            xattrs = _public_xattrs(_xattrs(fd))
             size = st.st_size
-            self._header(member, st, tarfile.REGTYPE, size=size, pax=pax)
+            self._header(member, st, tarfile.REGTYPE, size=size, xattrs=xattrs)
             remaining = size
             while remaining:
                 data = os.read(fd, min(_CHUNK, remaining))
@@ -249,16 +328,16 @@ class _Exporter:
                 self._header(member, st, tarfile.LNKTYPE, linkname=first)
                 return
             self._links[key] = member
-        pax = _pax_xattrs(_xattrs(_proc_path(dir_fd, name)))
+        xattrs = _public_xattrs(_xattrs(_proc_path(dir_fd, name)))
         if stat.S_ISLNK(mode):
-            self._header(member, st, tarfile.SYMTYPE, pax=pax,
+            self._header(member, st, tarfile.SYMTYPE, xattrs=xattrs,
                          linkname=os.readlink(name, dir_fd=dir_fd))
         elif stat.S_ISCHR(mode):
-            self._header(member, st, tarfile.CHRTYPE, pax=pax)
+            self._header(member, st, tarfile.CHRTYPE, xattrs=xattrs)
         elif stat.S_ISBLK(mode):
-            self._header(member, st, tarfile.BLKTYPE, pax=pax)
+            self._header(member, st, tarfile.BLKTYPE, xattrs=xattrs)
         elif stat.S_ISFIFO(mode):
-            self._header(member, st, tarfile.FIFOTYPE, pax=pax)
+            self._header(member, st, tarfile.FIFOTYPE, xattrs=xattrs)
 
     # the walk
     def export_dir(self, fd: int, prefix: str, path: str, lower_fds: Sequence[int] | None
@@ -329,7 +408,7 @@ class _Exporter:
                           st: os.stat_result, name: str,
                           lower_fds: Sequence[int] | None) -> None:
         values = _xattrs(fd)
-        self._header(member, st, tarfile.DIRTYPE, pax=_pax_xattrs(values))
+        self._header(member, st, tarfile.DIRTYPE, xattrs=_public_xattrs(values))
         origin = lower_view.redirect_path(fd, parent)
         opaque = _is_opaque(values) or _has_entry(fd, wh.OPAQUE_MARKER_NAME)
         child_lowers: list[int] | None = None
@@ -369,7 +448,7 @@ class _Exporter:
             top_fd = next(fd for fd in lower_fds if _has_entry(fd, name))
             if stat.S_ISDIR(st.st_mode):
                 values = _xattrs(child_lowers[0])
-                self._header(member, st, tarfile.DIRTYPE, pax=_pax_xattrs(values))
+                self._header(member, st, tarfile.DIRTYPE, xattrs=_public_xattrs(values))
                 self.export_dir_lower(member + "/", child_path, child_lowers)
             elif stat.S_ISREG(st.st_mode):
                 self._file(top_fd, name, member, st)

@@ -10,8 +10,10 @@ import lzma
 import os
 import shutil
 import stat
+import subprocess
 import tarfile
 import tempfile
+from pathlib import Path
 
 import pytest
 import zstandard
@@ -20,7 +22,6 @@ from overlayfs.layer_tar import LayerError, export_layer, extract_tar, unpack_la
 from tests.layers.treeutil import describe, is_opaque, member, tar_bytes
 
 ROOT = os.geteuid() == 0
-needs_root = pytest.mark.skipif(not ROOT, reason="needs root (mknod, chown, trusted xattrs)")
 
 
 def _export(path, **kwargs) -> bytes:
@@ -63,6 +64,8 @@ def upper(tmp_path):
     else:
         _write(f"{u}/etc/.wh.gone")
         os.setxattr(f"{u}/srv/opaque", "user.overlay.opaque", b"y")
+    gone = f"{u}/etc/gone" if ROOT else f"{u}/etc/.wh.gone"
+    os.utime(gone, ns=(1_400_000_000_000_000_000,) * 2, follow_symlinks=False)
     os.utime(f"{u}/etc/motd", ns=(1_600_000_000_123_456_789,) * 2)
     os.utime(f"{u}/etc", ns=(1_500_000_000_000_000_000,) * 2)
     return u
@@ -316,3 +319,21 @@ def test_extract_tar_follows_relative_dir_symlinks_inside_dest(tmp_path):
     # an absolute link is not followed out of the target: the archive's dir replaces it
     assert not os.path.islink(target / "abs") and (target / "abs/y").read_bytes() == b"y"
     assert not os.path.exists("/etc/y")
+
+
+def test_gnu_tar_reads_the_export(upper, tmp_path):
+    """Our hand-written headers are plain POSIX: GNU tar lists and extracts them."""
+    path = tmp_path / "layer.tar"
+    path.write_bytes(_export(upper))
+    listing = subprocess.run(["tar", "--xattrs", "--xattrs-include=*", "-tf", str(path)],
+                             capture_output=True, text=True, check=True)
+    with tarfile.open(path) as tar:
+        expected = [m.name + ("/" if m.isdir() else "") for m in tar.getmembers()]
+    assert listing.stdout.splitlines() == expected
+    out = tmp_path / "gnu"
+    out.mkdir()
+    subprocess.run(["tar", "--xattrs", "--xattrs-include=user.*", "-C", str(out), "-xf",
+                    str(path)], check=True, capture_output=True)
+    assert (out / "bin/tool").read_bytes() == (Path(upper) / "bin/tool").read_bytes()
+    assert os.getxattr(out / "etc/motd", "user.note") == b"\x00\xffbinary"
+    assert os.stat(out / "etc/motd").st_mtime == 1_600_000_000

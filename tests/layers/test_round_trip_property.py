@@ -17,7 +17,8 @@ from tests.layers.treeutil import describe
 
 ROOT = os.geteuid() == 0
 
-names = st.sampled_from(["a", "b", "c", "d.txt", "é", "-x", "a b", ".hidden"])
+names = st.sampled_from(["a", "b", "c", "d.txt", "é", "-x", "a b", ".hidden", "n" * 150,
+                         os.fsdecode(b"raw\xff")])
 entry_kinds = st.sampled_from(["file", "dir", "symlink", "hardlink", "fifo", "whiteout",
                                "opaque-dir"])
 
