@@ -99,15 +99,26 @@ class FilesAndMetadata:
         fd, rel = self.backing(node)
         return proc_path(fd, rel)
 
+    def _xattr_names(self, node: Node) -> tuple[str, ...]:
+        if node.layer > 0 and node.origin is None:
+            if node.lower_xattrs is None:
+                node.lower_xattrs = tuple(os.listxattr(self._xattr_path(node),
+                                                       follow_symlinks=False))
+            return node.lower_xattrs
+        return tuple(os.listxattr(self._xattr_path(node), follow_symlinks=False))
+
     def getxattr(self, ino: int, name: str) -> bytes:
         if wh.is_private_xattr(name) or not self.config.xattrs:
             raise _err(errno.ENODATA)
-        return os.getxattr(self._xattr_path(self.nodes.get(ino)), name, follow_symlinks=False)
+        node = self.nodes.get(ino)
+        if node.layer > 0 and name not in self._xattr_names(node):
+            raise _err(errno.ENODATA)
+        return os.getxattr(self._xattr_path(node), name, follow_symlinks=False)
 
     def listxattr(self, ino: int) -> list[str]:
         if not self.config.xattrs:
             return []
-        names = os.listxattr(self._xattr_path(self.nodes.get(ino)), follow_symlinks=False)
+        names = self._xattr_names(self.nodes.get(ino))
         return [n for n in names if not wh.is_private_xattr(n)]
 
     def setxattr(self, ino: int, name: str, value: bytes) -> None:

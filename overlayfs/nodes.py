@@ -37,7 +37,8 @@ def check_name(name: str) -> None:
 
 class Node:
     __slots__ = ("ino", "lookups", "names", "is_dir", "layer", "dir_layers",
-                 "keys", "open_count", "merged_dir", "upper_names", "origin")
+                 "keys", "open_count", "merged_dir", "upper_names", "origin",
+                 "lower_xattrs")
 
     def __init__(self, ino: int, is_dir: bool, layer: int):
         self.ino = ino
@@ -60,6 +61,9 @@ class Node:
         self.upper_names: set[tuple[int, str]] | None = None
         #: (st_dev, st_ino) of the lower file this node was copied up from.
         self.origin: tuple[int, int] | None = None
+        #: Xattr names of a lower entry, read once: lower layers never change, and
+        #: tools like `ls -l` ask for security.selinux on every file.
+        self.lower_xattrs: tuple[str, ...] | None = None
 
     def __repr__(self) -> str:
         return f"<Node {self.ino} layer={self.layer} names={[(p.ino, n) for p, n in self.names]}>"

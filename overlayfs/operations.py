@@ -173,9 +173,8 @@ class UnionOperations(pyfuse3.Operations):
     def write(self, fh, off, buf):
         return os.pwrite(self.union.handle(fh).fd, buf, off)
 
-    @_fuse_errors
-    def flush(self, fh):
-        pass
+    # No flush(): pyfuse3 answers ENOSYS, after which the kernel stops sending FLUSH
+    # on every close (it still writes dirty pages back first).
 
     @_fuse_errors
     def release(self, fh):
