@@ -19,6 +19,7 @@ error it is removed.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import logging
@@ -99,6 +100,7 @@ class _Applier:
         self._is_root = os.geteuid() == 0
         self._chain: list[tuple[str, int]] = []   # open directories below the root
         self._members: set[tuple[str, ...]] = set()  # non-directories written so far
+        self._whiteouts_made: set[tuple[str, ...]] = set()  # paths deleted by this layer
         self.dir_meta: dict[tuple[str, ...], tarfile.TarInfo] = {}
 
     def close(self) -> None:
@@ -166,20 +168,27 @@ class _Applier:
             existing = os.stat(base, dir_fd=parent_fd, follow_symlinks=False)
         except FileNotFoundError:
             existing = None
+        key = tuple(parts)
         replaced_whiteout = False
+        if existing is None and key in self._whiteouts_made:
+            # Deleted, then recreated by this layer: with a ".wh.NAME" file for the
+            # whiteout (no mknod here) the file must go, or it would hide the new entry.
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(wh.whiteout_file_name(base), dir_fd=parent_fd)
+            replaced_whiteout = True
         if existing is not None:
             if member.isdir() and stat.S_ISDIR(existing.st_mode):
                 self._set_owner_at(parent_fd, base, member)
-                self._set_xattrs_at(parent_fd, base, member, is_link=False)
-                self.dir_meta[tuple(parts)] = member
+                self._set_xattrs_at(parent_fd, base, member)
+                self.dir_meta[key] = member
                 return
             replaced_whiteout = wh.is_whiteout_stat(existing)
             if stat.S_ISDIR(existing.st_mode):
                 shutil.rmtree(base, dir_fd=parent_fd)
-                self._forget_below(tuple(parts))
+                self._forget_below(key)
             else:
                 os.unlink(base, dir_fd=parent_fd)
-                self._members.discard(tuple(parts))
+                self._members.discard(key)
         self._create(tar, member, parts, parent_fd, base, replaced_whiteout)
 
     def _forget_below(self, prefix: tuple[str, ...]) -> None:
@@ -203,6 +212,7 @@ class _Applier:
             existing = os.stat(target, dir_fd=parent_fd, follow_symlinks=False)
         except FileNotFoundError:
             self._whiteouts.make_whiteout(parent_fd, target)
+            self._whiteouts_made.add(tuple(parts[:-1]) + (target,))
             # Owner and time from the member, so that a re-export gives the same bytes.
             made = target if _exists_at(parent_fd, target) else wh.whiteout_file_name(target)
             self._set_owner_at(parent_fd, made, member)
@@ -222,7 +232,7 @@ class _Applier:
             if replaced_whiteout and self._whiteouts is not None:
                 self._whiteouts.mark_opaque_at(parent_fd, base)
             self._set_owner_at(parent_fd, base, member)
-            self._set_xattrs_at(parent_fd, base, member, is_link=False)
+            self._set_xattrs_at(parent_fd, base, member)
             self.dir_meta[key] = member
             return
         if kind in _REG_TYPES or kind == tarfile.GNUTYPE_SPARSE:
@@ -231,7 +241,7 @@ class _Applier:
             _check_symlink_target(parts, member.linkname)
             os.symlink(member.linkname, base, dir_fd=parent_fd)
             self._set_owner_at(parent_fd, base, member)
-            self._set_xattrs_at(parent_fd, base, member, is_link=True)
+            self._set_xattrs_at(parent_fd, base, member)
             os.utime(base, ns=_times(member), dir_fd=parent_fd, follow_symlinks=False)
         elif kind == tarfile.LNKTYPE:
             self._hard_link(member, parent_fd, base)
@@ -284,7 +294,7 @@ class _Applier:
             os.mknod(base, kind | 0o600, os.makedev(member.devmajor, member.devminor),
                      dir_fd=parent_fd)
         self._set_owner_at(parent_fd, base, member)
-        self._set_xattrs_at(parent_fd, base, member, is_link=False)
+        self._set_xattrs_at(parent_fd, base, member)
         os.chmod(base, mode, dir_fd=parent_fd)
         os.utime(base, ns=_times(member), dir_fd=parent_fd, follow_symlinks=False)
 
@@ -292,8 +302,7 @@ class _Applier:
         if self._is_root:
             os.chown(base, member.uid, member.gid, dir_fd=parent_fd, follow_symlinks=False)
 
-    def _set_xattrs_at(self, parent_fd: int, base: str, member: tarfile.TarInfo, *,
-                       is_link: bool) -> None:
+    def _set_xattrs_at(self, parent_fd: int, base: str, member: tarfile.TarInfo) -> None:
         values = _xattrs_of(member)
         if not values:
             return

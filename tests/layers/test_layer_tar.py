@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import zstandard
 
+from overlayfs import whiteout
 from overlayfs.layer_tar import LayerError, export_layer, extract_tar, unpack_layer
 from tests.layers.treeutil import describe, is_opaque, member, tar_bytes
 
@@ -216,32 +217,70 @@ def test_hostile_tars_are_refused_whole(tmp_path, members, message):
     assert sorted(os.listdir(target)) == ["old"]
 
 
-def test_device_nodes_refused_without_root(tmp_path):
-    data = tar_bytes([(member("dev", tarfile.CHRTYPE), None)])
-    if not ROOT:
-        with pytest.raises(LayerError, match="device nodes need root"):
-            unpack_layer(io.BytesIO(data), str(tmp_path / "layer"))
-        return
+def _as_nobody(check) -> None:
+    """Run CHECK(workdir) in a child process as an unprivileged user; it must pass."""
     shared = tempfile.mkdtemp(prefix="layers-nonroot-")  # tmp_path is root-only
     try:
         os.chmod(shared, 0o777)
         pid = os.fork()
-        if pid == 0:  # pragma: no cover - child, as an unprivileged user
+        if pid == 0:  # pragma: no cover - child
             code = 1
             try:
                 os.setgid(65534)
                 os.setuid(65534)
-                try:
-                    unpack_layer(io.BytesIO(data), os.path.join(shared, "layer"))
-                except LayerError as exc:
-                    code = 0 if "device nodes need root" in str(exc) else 2
+                check(shared)
+                code = 0
+            except BaseException:
+                import traceback
+                traceback.print_exc()
             finally:
                 os._exit(code)
         _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0
-        assert os.listdir(shared) == []
     finally:
         shutil.rmtree(shared)
+
+
+def _refuses_devices(workdir: str) -> None:
+    data = tar_bytes([(member("first"), b"ok"), (member("dev", tarfile.CHRTYPE), None)])
+    with pytest.raises(LayerError, match="device nodes need root"):
+        unpack_layer(io.BytesIO(data), os.path.join(workdir, "layer"))
+    assert os.listdir(workdir) == []
+
+
+def _whiteout_files_without_mknod(workdir: str) -> None:
+    data = tar_bytes([
+        (member("d", tarfile.DIRTYPE, mode=0o755), None),
+        (member("d/.wh..wh..opq"), b""),
+        (member("d/.wh.old"), b""),
+        (member("f/.wh.sub"), b""),
+        (member("f/sub", tarfile.DIRTYPE, mode=0o755), None),
+        (member("f/sub/x"), b"x"),
+    ])
+    dest = os.path.join(workdir, "layer")
+    unpack_layer(io.BytesIO(data), dest)
+    # Linux allows unprivileged 0:0 whiteout devices; older kernels get ".wh.old" files
+    fd = os.open(f"{dest}/d", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        assert whiteout.is_whiteout_at(fd, "old")
+    finally:
+        os.close(fd)
+    assert os.getxattr(f"{dest}/d", "user.overlay.opaque") == b"y"
+    assert not os.path.lexists(f"{dest}/f/.wh.sub")  # the new dir replaces the whiteout
+    assert os.getxattr(f"{dest}/f/sub", "user.overlay.opaque") == b"y"
+    assert os.listdir(f"{dest}/f/sub") == ["x"]
+
+
+@pytest.mark.parametrize("check", [_refuses_devices, _whiteout_files_without_mknod])
+def test_unprivileged_unpack(check):
+    if ROOT:
+        _as_nobody(check)
+    else:
+        work = tempfile.mkdtemp()
+        try:
+            check(work)
+        finally:
+            shutil.rmtree(work)
 
 
 def test_corrupt_and_truncated_archives(tmp_path, upper):
