@@ -119,7 +119,7 @@ def attach(container, *, stdin: bool, tty: bool, sock: socket.socket | None = No
     old_wakeup = None
     try:
         if raw:
-            ttymod.setraw(in_fd)
+            ttymod.setraw(in_fd, termios.TCSANOW)   # keep what was typed ahead
             old_wakeup = signal.set_wakeup_fd(wake_w)
             signal.signal(signal.SIGWINCH, lambda *_: None)
         return _pump(sock, in_fd if stdin else None, out_fd, err_fd, wake_r, tty)

@@ -52,10 +52,13 @@ def commit_config(base: dict, container, *, author: str, message: str,
         entry["comment"] = message
     config["history"] = list(config.get("history") or []) + [entry]
     config["created"] = created
-    if author:
-        config["author"] = author
-    else:
-        config.pop("author", None)
+    # Docker keeps the commit's author and message at the top level too (image inspect's
+    # Author and Comment); the base image's must not leak into the new image.
+    for key, value in (("author", author), ("comment", message)):
+        if value:
+            config[key] = value
+        else:
+            config.pop(key, None)
     config.setdefault("architecture", "amd64")
     config.setdefault("os", "linux")
     return config

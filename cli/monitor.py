@@ -199,8 +199,10 @@ class Monitor:
         console = None
         if self.tty:
             console = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            (self.cdir / "console.sock").unlink(missing_ok=True)
-            console.bind("console.sock")            # relative: cwd is the container dir
+            # runc chdirs into the bundle before dialing; a relative path keeps the
+            # socket address short (sun_path is 108 bytes, container dirs can be longer).
+            (self.cdir / "bundle" / "console.sock").unlink(missing_ok=True)
+            console.bind("bundle/console.sock")     # relative to our cwd, the container dir
             console.listen(1)
             args += ["--console-socket", "console.sock"]
             stdio = (devnull, devnull, devnull)
@@ -230,7 +232,7 @@ class Monitor:
                     _msg, fds, _flags, _addr = socket.recv_fds(conn, 4096, 1)
                     self.master = fds[0] if fds else None
             console.close()
-            (self.cdir / "console.sock").unlink(missing_ok=True)
+            (self.cdir / "bundle" / "console.sock").unlink(missing_ok=True)
         rc = proc.wait()
         for fd in child_fds:
             os.close(fd)
