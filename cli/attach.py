@@ -172,19 +172,21 @@ def _pump(sock, in_fd, out_fd, err_fd, wake_r, tty) -> int:
                         sock.sendall(frame(FRAME_STDIN, held))
                     sock.sendall(frame(FRAME_STDIN_EOF))
                     continue
-                data, held = _scan_detach(held + data)
+                data, held, detach = _scan_detach(held + data)
                 if data:
                     sock.sendall(frame(FRAME_STDIN, data))
+                if detach:
+                    raise Detached()
 
 
-def _scan_detach(data: bytes) -> tuple[bytes, bytes]:
-    """Split off the detach sequence: raise Detached, or return (to send, to hold)."""
+def _scan_detach(data: bytes) -> tuple[bytes, bytes, bool]:
+    """(bytes to send, a trailing Ctrl-P to hold back, whether the detach keys came)."""
     index = data.find(DETACH_KEYS)
     if index >= 0:
-        raise Detached()
+        return data[:index], b"", True
     if data.endswith(DETACH_KEYS[:1]):
-        return data[:-1], data[-1:]
-    return data, b""
+        return data[:-1], data[-1:], False
+    return data, b"", False
 
 
 def _write_all(fd: int, data: bytes) -> None:

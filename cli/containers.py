@@ -106,13 +106,17 @@ class Container:
 
 
 def process_start_ticks(pid: int) -> int | None:
-    """Start time of PID (clock ticks since boot); tells a live process from a reused pid."""
+    """Start time of PID (clock ticks since boot); tells a live process from a reused pid.
+    None for a process that is gone or a zombie."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             data = f.read()
     except OSError:
         return None
-    return int(data.rsplit(b")", 1)[1].split()[19])
+    fields = data.rsplit(b")", 1)[1].split()
+    if fields[0] in (b"Z", b"X"):
+        return None
+    return int(fields[19])
 
 
 def monitor_alive(state: dict) -> bool:

@@ -509,8 +509,12 @@ class Monitor:
         except Exception as exc:
             log.warning("runc delete: %s", exc)
         containers.unmount(self.cdir / "merged")
-        containers.update_state(self.store, self.container.id, status="exited", exit_code=code,
-                                error=error, finished_at=containers.now_rfc3339(), pid=0)
+        try:
+            containers.update_state(self.store, self.container.id, status="exited",
+                                    exit_code=code, error=error,
+                                    finished_at=containers.now_rfc3339(), pid=0)
+        except containers.NoSuchContainer:     # `rm -f` removed it while we finished
+            return
         if self.container.record.get("auto_remove"):
             try:
                 containers.remove(self.store, containers.reload(self.store, self.container))

@@ -40,6 +40,7 @@ def container_document(store, container) -> dict:
             "Error": state.get("error", "") or ("monitor died" if status == "dead" else ""),
             "StartedAt": state.get("started_at", "0001-01-01T00:00:00Z"),
             "FinishedAt": state.get("finished_at", "0001-01-01T00:00:00Z"),
+            "MonitorPid": state.get("monitor_pid", 0) if status in ("running", "paused") else 0,
         },
         "Image": container.image_id,
         "Name": "/" + container.name,

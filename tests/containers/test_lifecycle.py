@@ -1,0 +1,155 @@
+"""Container lifecycle through the real CLI: create/start/stop/kill/restart/rm, ps, logs,
+exec, inspect, wait, pause, prune; a dead monitor; bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.support.images import REPO_ROOT, layerbox
+
+
+def state(root, name) -> dict:
+    return json.loads(layerbox(root, "inspect", name).stdout)[0]["State"]
+
+
+def test_run_output_exit_code_and_logs(root):
+    out = layerbox(root, "run", "--name", "t", "busybox", "sh", "-c",
+                   "echo out; echo err >&2; exit 3", check=False)
+    assert (out.returncode, out.stdout, out.stderr) == (3, "out\n", "err\n")
+    logs = layerbox(root, "logs", "t")
+    assert (logs.stdout, logs.stderr) == ("out\n", "err\n")
+    assert layerbox(root, "diff", "t").stdout == ""      # nothing changed, nothing listed
+    ps = layerbox(root, "ps", "-a").stdout.splitlines()
+    assert ps[0].split() == ["CONTAINER", "ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES"]
+    assert "Exited (3)" in ps[1] and ps[1].endswith("t")
+    assert layerbox(root, "ps").stdout.splitlines()[1:] == []
+
+
+def test_run_flags_reach_the_process(root, tmp_path):
+    env_file = tmp_path / "env"
+    env_file.write_text("# comment\nFROM_FILE=yes\n")
+    out = layerbox(root, "run", "--rm", "-e", "A=1", "--env-file", str(env_file), "-w", "/work",
+                   "-u", "nobody", "--hostname", "box", "busybox", "sh", "-c",
+                   'echo "$A $FROM_FILE $(pwd) $(id -u):$(id -g) $(hostname) $HOME"; '
+                   "cat /etc/hostname; ulimit -n -H; ls /proc/1/ns | wc -l").stdout.split()
+    hard = int(subprocess.run(["sh", "-c", "ulimit -Hn"], capture_output=True, text=True).stdout)
+    assert out[:7] == ["1", "yes", "/work", "65534:65534", "box", "/home", "box"]
+    assert int(out[7]) <= hard
+    assert layerbox(root, "ps", "-aq").stdout == ""      # --rm removed it
+
+
+def test_stdin_is_forwarded_with_i(root):
+    proc = subprocess.run([sys.executable, "-m", "cli.main", "--root", str(root), "run", "--rm",
+                           "-i", "busybox", "sh", "-c", "tr a-z A-Z; echo done"],
+                          input=b"hello\n", capture_output=True, cwd=REPO_ROOT, timeout=60)
+    assert proc.stdout == b"HELLO\ndone\n" and proc.returncode == 0
+
+
+def test_detached_lifecycle(root):
+    cid = layerbox(root, "run", "-d", "--name", "bg", "busybox", "sh", "-c",
+                   "trap 'exit 42' TERM; echo ready; while :; do sleep 1; done").stdout.strip()
+    assert len(cid) == 64
+    assert layerbox(root, "ps", "-q").stdout.strip() == cid[:12]
+    assert state(root, "bg")["Running"] is True
+    assert layerbox(root, "exec", "bg", "cat", "/etc/hostname").stdout == cid[:12] + "\n"
+    assert layerbox(root, "exec", "bg", "sh", "-c", "exit 4", check=False).returncode == 4
+    layerbox(root, "pause", "bg")
+    assert "(Paused)" in layerbox(root, "ps").stdout
+    layerbox(root, "unpause", "bg")
+    # the prefix of the id names it too
+    assert layerbox(root, "stop", "-t", "20", cid[:8]).stdout.strip() == cid[:8]
+    assert state(root, "bg")["ExitCode"] == 42
+    assert layerbox(root, "wait", "bg").stdout.strip() == "42"
+    assert "ready\n" in layerbox(root, "logs", "bg").stdout
+    layerbox(root, "start", "bg")
+    assert state(root, "bg")["Status"] == "running"
+    layerbox(root, "restart", "-t", "20", "bg")
+    assert state(root, "bg")["Status"] == "running"
+    layerbox(root, "kill", "-s", "TERM", "bg")
+    assert layerbox(root, "wait", "bg").stdout.strip() == "42"
+    layerbox(root, "rm", "bg")
+    assert layerbox(root, "ps", "-aq").stdout == ""
+    assert not (root / "containers" / cid).exists()
+
+
+def test_stop_kills_what_ignores_sigterm(root):
+    layerbox(root, "run", "-d", "--name", "stubborn", "busybox", "sleep", "300")
+    layerbox(root, "stop", "-t", "1", "stubborn")          # PID 1 ignores SIGTERM
+    assert state(root, "stubborn")["ExitCode"] == 137
+
+
+def test_create_start_attach_and_prune(root):
+    layerbox(root, "create", "--name", "c1", "busybox", "echo", "hi")
+    assert "Created" in layerbox(root, "ps", "-a").stdout
+    assert layerbox(root, "start", "-a", "c1").stdout == "hi\n"
+    rows = [json.loads(line) for line in layerbox(root, "ps", "-a", "--format",
+                                                   "json").stdout.splitlines()]
+    assert rows[0]["Names"] == "c1" and rows[0]["State"] == "exited"
+    assert rows[0]["Command"] == '"echo hi"'
+    out = layerbox(root, "container", "prune", "-f").stdout
+    assert "Deleted Containers:" in out
+    assert layerbox(root, "ps", "-aq").stdout == ""
+
+
+def test_rm_refuses_running_and_force_cleans_up(root):
+    cid = layerbox(root, "run", "-d", "--name", "r", "busybox", "sleep", "300").stdout.strip()
+    refused = layerbox(root, "rm", "r", check=False)
+    assert refused.returncode != 0 and "Stop the container" in refused.stderr
+    layerbox(root, "rm", "-f", "r")
+    assert not (root / "containers" / cid).exists()
+
+
+def test_dead_monitor_is_reported_and_rm_f_cleans_up(root):
+    cid = layerbox(root, "run", "-d", "--name", "d", "busybox", "sleep", "300").stdout.strip()
+    monitor = state(root, "d")["MonitorPid"]
+    os.kill(monitor, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while state(root, "d")["Status"] != "dead":
+        assert time.monotonic() < deadline, "a killed monitor is not reported"
+    assert "Dead" in layerbox(root, "ps", "-a").stdout
+    failed = layerbox(root, "exec", "d", "true", check=False)
+    assert failed.returncode != 0 and "monitor died" in failed.stderr
+    layerbox(root, "rm", "-f", "d")
+    assert not (root / "containers" / cid).exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["diff", "nope"], "Error: No such container: nope"),
+    (["commit", "nope"], "Error: No such container: nope"),
+    (["stop", "nope"], "Error: No such container: nope"),
+    (["run", "missing:image", "true"], "Error: No such image: missing:image"),
+    (["run", "--rm", "busybox", "no-such-command"], "executable file not found"),
+])
+def test_bad_input_gets_one_clear_line(root, args, message):
+    out = layerbox(root, *args, check=False)
+    assert out.returncode != 0
+    assert message in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in out.stderr
+
+
+def test_name_in_use_and_invalid_change(root):
+    layerbox(root, "create", "--name", "taken", "busybox", "true")
+    out = layerbox(root, "create", "--name", "taken", "busybox", "true", check=False)
+    assert out.returncode != 0 and 'name "/taken" is already in use' in out.stderr
+    images_before = layerbox(root, "images", "-q").stdout
+    out = layerbox(root, "commit", "-c", "RUN echo hi", "taken", "x:y", check=False)
+    assert out.returncode != 0 and len(out.stderr.strip().splitlines()) == 1
+    assert layerbox(root, "images", "-q").stdout == images_before
+
+
+def test_commit_changes_and_untagged(root):
+    layerbox(root, "run", "--name", "w", "busybox", "sh", "-c", "echo v > /v")
+    image_id = layerbox(root, "commit", "-c", 'CMD ["cat", "/v"]', "-c", "ENV X=1",
+                        "-c", "WORKDIR /tmp", "--pause=false", "w").stdout.strip()
+    config = json.loads(layerbox(root, "image", "inspect", image_id).stdout)[0]["Config"]
+    assert config["Cmd"] == ["cat", "/v"] and "X=1" in config["Env"]
+    assert config["WorkingDir"] == "/tmp"
+    assert "<none>" in layerbox(root, "images").stdout
+    assert layerbox(root, "run", "--rm", image_id[7:19]).stdout == "v\n"
