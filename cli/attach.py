@@ -22,7 +22,7 @@ import time
 import tty as ttymod
 
 from cli.errors import UserError
-from cli.monitor import (FRAME_EXIT, FRAME_RESIZE, FRAME_STDERR, FRAME_STDIN, FRAME_STDIN_EOF,
+from cli.attach_protocol import (FRAME_EXIT, FRAME_RESIZE, FRAME_STDERR, FRAME_STDIN, FRAME_STDIN_EOF,
                          FRAME_STDOUT, FrameReader, frame)
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ def attach(container, *, stdin: bool, tty: bool, sock: socket.socket | None = No
     Returns its exit code; raises Detached on Ctrl-P Ctrl-Q."""
     sock = sock or connect(container)
     if sock is None:
-        raise UserError(f"You cannot attach to a stopped container, start it first")
+        raise UserError("You cannot attach to a stopped container, start it first")
     in_fd, out_fd, err_fd = sys.stdin.fileno(), sys.stdout.fileno(), sys.stderr.fileno()
     raw = tty and stdin and os.isatty(in_fd)
     header = {"stdin": stdin}

@@ -12,15 +12,12 @@ JSON line, ``{"status": "running"}`` (or ``"created"`` with ``--attach-first``: 
 starts the container when the first attach client has connected, so no output is lost),
 or ``{"error": "...", "exit_code": N}``.
 
-Attach protocol: the client sends one JSON line ``{"stdin": bool, "rows": R, "cols": C}``
-then frames; both directions use frames of ``type (1 byte) + length (4 bytes BE) +
-payload``.
+The attach socket speaks :mod:`cli.attach_protocol`.
 """
 
 from __future__ import annotations
 
 import argparse
-import base64
 import ctypes
 import errno
 import fcntl
@@ -37,42 +34,17 @@ import termios
 import time
 from pathlib import Path
 
+from cli.attach_protocol import (FRAME_EXIT, FRAME_RESIZE, FRAME_STDERR, FRAME_STDIN,
+                                 FRAME_STDIN_EOF, FRAME_STDOUT, FrameReader, frame)
+
 log = logging.getLogger(__name__)
 
-# Frame types. Client → monitor:
-FRAME_STDIN, FRAME_STDIN_EOF, FRAME_RESIZE = 0, 4, 5
-# Monitor → client:
-FRAME_STDOUT, FRAME_STDERR, FRAME_EXIT = 1, 2, 3
-
-HEADER = struct.Struct(">BI")
 #: A client that does not read this much output is disconnected, not waited for.
 MAX_CLIENT_BACKLOG = 8 << 20
 ATTACH_FIRST_TIMEOUT = 60.0
 #: After the container's init exits, how long we keep draining output its children left.
 DRAIN_TIMEOUT = 2.0
 PR_SET_CHILD_SUBREAPER = 36
-
-
-def frame(kind: int, payload: bytes = b"") -> bytes:
-    return HEADER.pack(kind, len(payload)) + payload
-
-
-class FrameReader:
-    """Splits a byte stream into (type, payload) frames."""
-
-    def __init__(self) -> None:
-        self._buffer = bytearray()
-
-    def feed(self, data: bytes) -> list[tuple[int, bytes]]:
-        self._buffer += data
-        frames = []
-        while len(self._buffer) >= HEADER.size:
-            kind, length = HEADER.unpack_from(self._buffer)
-            if len(self._buffer) < HEADER.size + length:
-                break
-            frames.append((kind, bytes(self._buffer[HEADER.size:HEADER.size + length])))
-            del self._buffer[:HEADER.size + length]
-        return frames
 
 
 def exit_code_of(status: int) -> int:
@@ -120,6 +92,7 @@ class Monitor:
         self.stdin_w: int | None = None        # container stdin pipe (non-tty -i)
         self.outputs: dict[int, str] = {}      # fd → "stdout"/"stderr"
         self.stdin_pending = bytearray()
+        self.stdin_closing = False             # EOF came while input was still pending
         self.pid: int | None = None
         self.exit_status: int | None = None
         self.log_file = open(self.cdir / "container.log", "ab", buffering=0)
@@ -175,9 +148,8 @@ class Monitor:
             self._ready({"error": message, "exit_code": code})
             self._send_exit(code, message)
             return code
-        from cli import containers as c
-        c.update_state(self.store, self.container.id, status="running", pid=self.pid,
-                       started_at=c.now_rfc3339(), exit_code=0, error="")
+        containers.update_state(self.store, self.container.id, status="running", pid=self.pid,
+                                started_at=containers.now_rfc3339(), exit_code=0, error="")
         self._ready({"status": "running"})
         self._loop()
         code = exit_code_of(self.exit_status if self.exit_status is not None else 255 << 8)
@@ -452,14 +424,14 @@ class Monitor:
                 self.selector.register(target, selectors.EVENT_WRITE, "stdin")
             elif not self.stdin_pending and registered:
                 self.selector.unregister(target)
-                if getattr(self, "_stdin_closing", False):
+                if self.stdin_closing:
                     self._stdin_eof()
 
     def _stdin_eof(self) -> None:
         if self.tty or self.stdin_w is None:
             return
         if self.stdin_pending:
-            self._stdin_closing = True
+            self.stdin_closing = True
             return
         if self.stdin_w in self.selector.get_map():
             self.selector.unregister(self.stdin_w)
@@ -612,9 +584,8 @@ def main(argv: list[str] | None = None) -> int:
     store = Store.open(args.root)
     container = containers.lookup(store, args.container_id)
     os.chdir(container.dir)
-    from cli import containers as c
-    c.update_state(store, container.id, monitor_pid=os.getpid(),
-                   monitor_start=c.process_start_ticks(os.getpid()))
+    containers.update_state(store, container.id, monitor_pid=os.getpid(),
+                            monitor_start=containers.process_start_ticks(os.getpid()))
     monitor = Monitor(store, container, args.ready_fd, args.attach_first)
     try:
         return monitor.run()

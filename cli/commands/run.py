@@ -70,8 +70,12 @@ def create_from_args(store, args):
 
 
 def run(args) -> int:
+    import os
+
     from cli import containers
     from cli.store.store import Store
+    if args.tty and args.interactive and not args.detach and not os.isatty(0):
+        raise UserError("the input device is not a TTY")
     with Store.open(args.root) as store:
         container = create_from_args(store, args)
         if args.detach:

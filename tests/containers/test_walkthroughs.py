@@ -125,3 +125,19 @@ def test_edit_and_delete_survive_commit(root):
     assert layerbox(root, "diff", "after").stdout == ""
     history = lines(layerbox(root, "history", "--no-trunc", "lab_change").stdout)
     assert len(history) == 4          # header + import + base + lab
+
+
+def test_exec_it_into_a_detached_tty_container(root):
+    layerbox(root, "run", "-d", "-it", "--name", "bg", "busybox", "sh")
+    term = Terminal(root, "exec", "-it", "bg", "sh")
+    try:
+        term.expect(PROMPT)
+        term.send("echo in-$((6*7)) > /made-by-exec; cat /made-by-exec\r")
+        term.expect("in-42")
+        term.send("exit 3\r")
+        assert term.wait() == 3
+    finally:
+        term.close()
+    assert "A /made-by-exec" in layerbox(root, "diff", "bg").stdout
+    out = layerbox(root, "run", "-it", "busybox", "true", check=False)
+    assert out.returncode != 0 and "not a TTY" in out.stderr
