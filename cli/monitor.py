@@ -115,6 +115,7 @@ class Monitor:
 
     def run(self) -> int:
         from cli import containers, runtime
+        in_runc = False     # a failure before runc is ours (125); runc's may be 126/127
         try:
             merged = containers.mount_rootfs(self.container, self.store)
             process = runtime.ProcessSpec(
@@ -126,12 +127,13 @@ class Monitor:
             spec = runtime.build_spec(process, rootfs=merged, container_id=self.container.id,
                                       etc_dir=self.cdir / "etc")
             runtime.write_bundle(self.cdir / "bundle", spec)
+            in_runc = True
             self._create()
         except Exception as exc:  # every failure before start is reported to the client
             message = str(exc) or type(exc).__name__
             log.error("start failed: %s", message, exc_info=not isinstance(exc, OSError)
                       and not hasattr(exc, "exit_code"))
-            code = start_error_exit_code(message)
+            code = start_error_exit_code(message) if in_runc else 125
             self._finish(code, error=message)
             self._ready({"error": message, "exit_code": code})
             return code

@@ -153,3 +153,44 @@ def test_commit_changes_and_untagged(root):
     assert config["WorkingDir"] == "/tmp"
     assert "<none>" in layerbox(root, "images").stdout
     assert layerbox(root, "run", "--rm", image_id[7:19]).stdout == "v\n"
+
+
+def test_logs_follow_ends_with_the_container(root):
+    layerbox(root, "run", "-d", "--name", "f", "busybox", "sh", "-c",
+             "echo one; sleep 1; echo two")
+    assert layerbox(root, "logs", "-f", "f").stdout == "one\ntwo\n"
+
+
+def test_attach_to_non_tty_container_with_stdin(root):
+    layerbox(root, "run", "-d", "-i", "--name", "reader", "busybox", "sh", "-c",
+             "read line; echo got $line; exit 9")
+    proc = subprocess.run([sys.executable, "-m", "cli.main", "--root", str(root), "attach",
+                           "reader"], input=b"hello\n", capture_output=True, cwd=REPO_ROOT,
+                          timeout=60)
+    assert (proc.returncode, proc.stdout) == (9, b"got hello\n")
+
+
+def test_start_attach_interactive(root):
+    layerbox(root, "create", "-i", "--name", "cat", "busybox", "cat")
+    proc = subprocess.run([sys.executable, "-m", "cli.main", "--root", str(root), "start", "-a",
+                           "-i", "cat"], input=b"through\n", capture_output=True,
+                          cwd=REPO_ROOT, timeout=60)
+    assert (proc.returncode, proc.stdout) == (0, b"through\n")
+
+
+def test_network_modes(root):
+    own = layerbox(root, "run", "--rm", "busybox", "cat", "/proc/net/dev").stdout
+    assert [line.split(":")[0].strip() for line in own.splitlines()[2:]] == ["lo"]
+    host_hostname = os.uname().nodename
+    assert layerbox(root, "run", "--rm", "--network", "host", "busybox",
+                    "hostname").stdout.strip() == host_hostname
+
+
+def test_missing_mount_program_is_one_clear_error(root):
+    proc = subprocess.run([sys.executable, "-m", "cli.main", "--root", str(root), "run",
+                           "--name", "m", "busybox", "true"], capture_output=True, text=True,
+                          cwd=REPO_ROOT, timeout=60,
+                          env={**os.environ, "LAYERBOX_MOUNT_PROGRAM": "no-such-mounter"})
+    assert proc.returncode == 125
+    assert proc.stderr == "Error: mount program not found: no-such-mounter\n"
+    assert state(root, "m")["Status"] == "exited"
