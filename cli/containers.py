@@ -380,13 +380,9 @@ def remove(store, container: Container, *, force: bool = False) -> None:
                 runc.resume(container.id)
         with contextlib.suppress(UserError):
             runc.kill(container.id, "KILL", all_processes=True)
-        if status != "dead":
+        if status != "dead":           # let the monitor record the exit and unmount
             from cli.attach import wait_exit
             wait_exit(container, timeout=30)
-        pid = container.state.get("monitor_pid")
-        if status == "dead" and pid and monitor_alive(container.state):
-            with contextlib.suppress(OSError):
-                os.kill(pid, 9)
     with contextlib.suppress(UserError):
         runc.delete(container.id, force=True)
     remove_files(container.dir)

@@ -38,9 +38,16 @@ def status_text(container, now: datetime) -> str:
     return "Created"
 
 
+def command_text(args: list[str]) -> str:
+    """moby container/view.go: arguments with a space are wrapped in single quotes."""
+    if not args:
+        return ""
+    return " ".join([args[0]] + [f"'{a}'" if " " in a else a for a in args[1:]])
+
+
 def row(container, now: datetime, no_trunc: bool) -> dict:
     from cli.format import ago, docker_time
-    command = " ".join(container.command_args)
+    command = command_text(container.command_args)
     return {
         "ID": container.id if no_trunc else container.short_id,
         "Image": container.record.get("image") or container.image_id,
