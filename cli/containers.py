@@ -100,6 +100,18 @@ class Container:
             return "dead"
         return status
 
+    def problem(self) -> str:
+        """What is wrong with a container that should be running ("" if nothing is)."""
+        status = self.status()
+        if status == "dead":
+            return "its monitor died"
+        if status in ("running", "paused"):
+            try:
+                os.stat(self.dir / "merged")
+            except OSError as exc:            # ENOTCONN: the FUSE server is gone
+                return f"its root filesystem mount died ({exc.strerror})"
+        return ""
+
     def lower_dirs(self, store) -> list[Path]:
         """Lower layers, TOP FIRST: the init layer, then the image's layers."""
         return [self.dir / "init"] + store.layer_dirs(store.get_image(self.image_id))
@@ -346,7 +358,11 @@ def syncfs(path: Path) -> None:
     """Make a union mount write back cached data, so its upper dir is current."""
     import ctypes
     libc = ctypes.CDLL(None, use_errno=True)
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as exc:     # a dead mount: upper/ is as current as it will get
+        log.warning("cannot flush %s: %s", path, exc.strerror)
+        return
     try:
         if libc.syncfs(fd) != 0:
             log.debug("syncfs %s: errno %d", path, ctypes.get_errno())

@@ -37,7 +37,7 @@ def container_document(store, container) -> dict:
             "Dead": status == "dead",
             "Pid": state.get("pid", 0) if status in ("running", "paused") else 0,
             "ExitCode": state.get("exit_code", 0),
-            "Error": state.get("error", "") or ("monitor died" if status == "dead" else ""),
+            "Error": container.problem() or state.get("error", ""),
             "StartedAt": state.get("started_at", "0001-01-01T00:00:00Z"),
             "FinishedAt": state.get("finished_at", "0001-01-01T00:00:00Z"),
             "MonitorPid": state.get("monitor_pid", 0) if status in ("running", "paused") else 0,

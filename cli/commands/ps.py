@@ -30,7 +30,8 @@ def status_text(container, now: datetime) -> str:
     if status in ("running", "paused"):
         started = parse_time(state.get("started_at"))
         up = human_duration((now - started).total_seconds()) if started else "Less than a second"
-        return f"Up {up}" + (" (Paused)" if status == "paused" else "")
+        text = f"Up {up}" + (" (Paused)" if status == "paused" else "")
+        return text + (" (mount died)" if container.problem() else "")
     if status == "exited":
         return f"Exited ({state.get('exit_code', 0)}) {ago(state.get('finished_at'), now)}"
     if status == "dead":

@@ -194,3 +194,34 @@ def test_missing_mount_program_is_one_clear_error(root):
     assert proc.returncode == 125
     assert proc.stderr == "Error: mount program not found: no-such-mounter\n"
     assert state(root, "m")["Status"] == "exited"
+
+
+def _mount_server_pids(merged: str) -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    args = f.read().split(b"\0")
+            except OSError:
+                continue
+            if merged.encode() in args:
+                pids.append(int(entry))
+    return pids
+
+
+def test_dead_mount_is_reported_and_rm_f_cleans_up(root):
+    cid = layerbox(root, "run", "-d", "--name", "m", "busybox", "sh", "-c",
+                   "touch /before; sleep 300").stdout.strip()
+    merged = str(root / "containers" / cid / "merged")
+    servers = _mount_server_pids(merged)
+    assert servers, "no mount server found for the container"
+    for pid in servers:
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while "mount died" not in state(root, "m")["Error"]:
+        assert time.monotonic() < deadline, "a dead mount is not reported"
+    assert "(mount died)" in layerbox(root, "ps").stdout
+    assert "A /before" in layerbox(root, "diff", "m").stdout     # upper/ is still readable
+    layerbox(root, "rm", "-f", "m")
+    assert not (root / "containers" / cid).exists()

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import subprocess
 
+import pytest
+
 from tests.containers.terminal import Terminal
 from tests.support.images import layerbox
 
@@ -16,7 +18,9 @@ def lines(text: str) -> list[str]:
     return [line for line in text.splitlines() if line]
 
 
-def test_interactive_touch_diff_commit(root):
+@pytest.mark.parametrize("mount_program", ["layerbox-overlayfs", "fuse-overlayfs"])
+def test_interactive_touch_diff_commit(root, mount_program, monkeypatch):
+    monkeypatch.setenv("LAYERBOX_MOUNT_PROGRAM", mount_program)
     term = Terminal(root, "run", "-it", "--name", "lab", "busybox", "sh", rows=30, cols=100)
     try:
         term.expect(PROMPT)
@@ -117,6 +121,8 @@ def test_edit_and_delete_survive_commit(root):
              "mv /etc/.motd.swp /etc/motd && rm -r /bin/somedir")
     assert lines(layerbox(root, "diff", "lab").stdout) == [
         "C /bin", "D /bin/somedir", "C /etc", "C /etc/motd"]
+    assert json.loads(layerbox(root, "diff", "--format", "json", "lab").stdout) == {
+        "changed": ["/bin", "/etc", "/etc/motd"], "added": [], "deleted": ["/bin/somedir"]}
     layerbox(root, "commit", "lab", "lab_change")
     out = layerbox(root, "run", "--name", "after", "lab_change", "sh", "-c",
                    "ls /bin/somedir 2>&1; tail -1 /etc/motd")
