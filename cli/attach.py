@@ -101,16 +101,20 @@ def _recorded_exit(container) -> int | None:
     return fresh.state.get("exit_code")
 
 
-def attach(container, *, stdin: bool, tty: bool, sock: socket.socket | None = None) -> int:
+def attach(container, *, stdin: bool, tty: bool, sock: socket.socket | None = None,
+           out_fd: int | None = None, err_fd: int | None = None) -> int:
     """Stream the container's output to ours (and our stdin to it) until it exits.
-    Returns its exit code; raises Detached on Ctrl-P Ctrl-Q."""
+    Returns its exit code; raises Detached on Ctrl-P Ctrl-Q. OUT_FD/ERR_FD default to
+    our stdout/stderr (a builder passes its own)."""
     sock = sock or connect(container)
     if sock is None:
         raise UserError("You cannot attach to a stopped container, start it first")
-    in_fd, out_fd, err_fd = sys.stdin.fileno(), sys.stdout.fileno(), sys.stderr.fileno()
+    in_fd = sys.stdin.fileno() if stdin or tty else -1
+    out_fd = sys.stdout.fileno() if out_fd is None else out_fd
+    err_fd = sys.stderr.fileno() if err_fd is None else err_fd
     raw = tty and stdin and os.isatty(in_fd)
     header = {"stdin": stdin}
-    size = _terminal_size(in_fd if os.isatty(in_fd) else out_fd) if tty else None
+    size = _terminal_size(in_fd if in_fd >= 0 and os.isatty(in_fd) else out_fd) if tty else None
     if size:
         header["rows"], header["cols"] = size
     sock.sendall(json.dumps(header).encode() + b"\n")

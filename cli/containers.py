@@ -453,3 +453,19 @@ def stop(store, container: Container, timeout: float = 10) -> None:
         with contextlib.suppress(UserError):
             runc.kill(container.id, "KILL", all_processes=True)
         wait_exit(container, timeout=60)
+
+
+def run_to_exit(store, opts: CreateOptions, *, out_fd: int | None = None,
+                err_fd: int | None = None) -> tuple[Container, int]:
+    """Create a container, run it non-interactively with its output streamed to OUT_FD
+    and ERR_FD (default: ours), and return it with its exit code once it has stopped
+    (a Dockerfile RUN: follow with :func:`cli.commit.commit` and :func:`remove`)."""
+    from cli import attach
+    container = create(store, opts)
+    start(store, container, attach_first=True)
+    sock = attach.connect(container)
+    if sock is None:
+        raise UserError(f"container {container.name}: its monitor is not listening")
+    code = attach.attach(container, stdin=False, tty=False, sock=sock, out_fd=out_fd,
+                         err_fd=err_fd)
+    return reload(store, container), code

@@ -225,3 +225,21 @@ def test_dead_mount_is_reported_and_rm_f_cleans_up(root):
     assert "A /before" in layerbox(root, "diff", "m").stdout     # upper/ is still readable
     layerbox(root, "rm", "-f", "m")
     assert not (root / "containers" / cid).exists()
+
+
+def test_run_to_exit_for_builders(root):
+    from cli import commit, containers
+    from cli.store.store import Store
+    read_fd, write_fd = os.pipe()
+    with Store.open(root) as store:
+        container, code = containers.run_to_exit(
+            store, containers.CreateOptions(image="busybox", command=[
+                "sh", "-c", "echo built > /artifact; echo log-line; exit 0"]),
+            out_fd=write_fd, err_fd=write_fd)
+        os.close(write_fd)
+        assert (code, container.status()) == (0, "exited")
+        assert os.read(read_fd, 1000) == b"log-line\n"
+        image = commit.commit(store, container, message="RUN build")
+        containers.remove(store, container)
+    os.close(read_fd)
+    assert layerbox(root, "run", "--rm", image.id, "cat", "/artifact").stdout == "built\n"
