@@ -38,10 +38,12 @@ def test_run_flags_reach_the_process(root, tmp_path):
     out = layerbox(root, "run", "--rm", "-e", "A=1", "--env-file", str(env_file), "-w", "/work",
                    "-u", "nobody", "--hostname", "box", "busybox", "sh", "-c",
                    'echo "$A $FROM_FILE $(pwd) $(id -u):$(id -g) $(hostname) $HOME"; '
-                   "cat /etc/hostname; ulimit -n -H; ls /proc/1/ns | wc -l").stdout.split()
+                   "cat /etc/hostname; ulimit -n -H; grep '^Seccomp:' /proc/self/status"
+                   ).stdout.split()
     hard = int(subprocess.run(["sh", "-c", "ulimit -Hn"], capture_output=True, text=True).stdout)
     assert out[:7] == ["1", "yes", "/work", "65534:65534", "box", "/home", "box"]
     assert int(out[7]) <= hard
+    assert out[8:] == ["Seccomp:", "2"]               # a seccomp filter is in force
     assert layerbox(root, "ps", "-aq").stdout == ""      # --rm removed it
 
 

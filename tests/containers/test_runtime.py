@@ -45,6 +45,8 @@ def test_spec_is_dockers_default(rootfs, tmp_path):
     assert "/proc/kcore" in spec["linux"]["maskedPaths"]
     assert "/proc/sys" in spec["linux"]["readonlyPaths"]
     assert spec["hostname"] == "box" and spec["root"]["path"] == str(rootfs)
+    seccomp = spec["linux"]["seccomp"]
+    assert {"mount", "unshare", "keyctl", "ptrace"} <= set(seccomp["syscalls"][0]["names"])
 
 
 def test_rlimits_never_exceed_the_hard_limits(rootfs, tmp_path):
