@@ -35,6 +35,7 @@ import random
 import secrets
 import shutil
 import subprocess
+import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -312,7 +313,13 @@ def _make_init_layer(init: Path, lowers: list[Path]) -> None:
 # -- the mount ----------------------------------------------------------------------------
 
 def mount_program() -> str:
-    return os.environ.get(MOUNT_PROGRAM_ENV) or DEFAULT_MOUNT_PROGRAM
+    """$LAYERBOX_MOUNT_PROGRAM, else layerbox-overlayfs from PATH or from our own venv."""
+    program = os.environ.get(MOUNT_PROGRAM_ENV) or DEFAULT_MOUNT_PROGRAM
+    if os.sep not in program and shutil.which(program) is None:
+        sibling = Path(sys.executable).parent / program
+        if sibling.exists():
+            return str(sibling)
+    return program
 
 
 def mount_rootfs(container: Container, store) -> Path:
