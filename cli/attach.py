@@ -97,8 +97,8 @@ def _recorded_exit(container) -> int | None:
         try:
             fresh = containers.reload(store, container)
         except containers.NoSuchContainer:
-            return container.state.get("exit_code")
-    return fresh.state.get("exit_code")
+            return container.state.get("exit_code", 0)
+    return fresh.state.get("exit_code", 0)
 
 
 def attach(container, *, stdin: bool, tty: bool, sock: socket.socket | None = None,
