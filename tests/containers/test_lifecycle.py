@@ -245,3 +245,20 @@ def test_run_to_exit_for_builders(root):
         containers.remove(store, container)
     os.close(read_fd)
     assert layerbox(root, "run", "--rm", image.id, "cat", "/artifact").stdout == "built\n"
+
+
+def test_client_signals_reach_a_non_tty_container(root):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "--root", str(root), "run", "--name", "sig",
+         "busybox", "sh", "-c", "trap 'echo got-int; exit 5' INT; echo ready; "
+         "while :; do sleep 1; done"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=REPO_ROOT)
+    try:
+        assert proc.stdout.readline() == b"ready\n"
+        proc.send_signal(signal.SIGINT)           # Docker's sig-proxy: forwarded, not fatal
+        assert proc.wait(timeout=60) == 5
+        assert proc.stdout.read() == b"got-int\n"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
