@@ -220,8 +220,10 @@ def _wait_until_serving(pid: int, ready_fd: int, mountpoint: str) -> int:
         if first == _READY:
             return 0
         message = first + pipe.readall()
+    # Our copy of the fuse fd keeps the connection alive: close it (and take the dead
+    # mount away) before waiting, or a child thread stuck in a request never exits.
+    pyfuse3.close(unmount=True)
     _, status = os.waitpid(pid, 0)
-    pyfuse3.close(unmount=True)  # our copy of the fuse fd: take the dead mount away
     reason = message.decode(errors="replace").strip()
     if not reason:
         reason = f"the filesystem process exited ({_describe_status(status)}) before serving"
@@ -268,7 +270,7 @@ def _run(mountpoint: str, ready_fd: int | None) -> int:
         signalled = trio.run(_serve_until_unmounted, mountpoint, readiness)
     except BaseException as exc:
         log.exception("the filesystem crashed; leaving the mount to report ENOTCONN")
-        readiness.failed(f"the filesystem crashed before serving: {exc!r}")
+        readiness.failed(f"the filesystem crashed before serving: {_innermost(exc)!r}")
         pyfuse3.close(unmount=False)
         return 1
     readiness.failed("the mount went away before it was served")  # no-op once ready
@@ -276,6 +278,13 @@ def _run(mountpoint: str, ready_fd: int | None) -> int:
     log.info("unmounted %s (%s); exiting", mountpoint,
              "on a signal" if signalled else "from outside")
     return 0
+
+
+def _innermost(exc: BaseException) -> BaseException:
+    """The one real error inside trio's nested exception groups, for a one-line message."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
 
 
 async def _serve_until_unmounted(mountpoint: str, readiness: _Readiness) -> bool:

@@ -5,11 +5,14 @@
 takes the real command line (``-o lowerdir=`` must name an existing dir, but nothing is
 read from it) and serves a root holding ``hello`` (fixed text) and ``crash`` (reading
 it raises an unexpected exception, which ends the serving loop: the crash path).
+With ``TINYFS_BROKEN_ROOT=1`` in the environment, even the root's getattr crashes,
+so the server dies before it ever serves.
 """
 
 from __future__ import annotations
 
 import errno
+import os
 import stat
 import sys
 
@@ -45,6 +48,8 @@ class TinyOperations(pyfuse3.Operations):
         raise pyfuse3.FUSEError(errno.ENOENT)
 
     async def getattr(self, inode, ctx=None):
+        if inode == _ROOT and os.environ.get("TINYFS_BROKEN_ROOT"):
+            raise RuntimeError("tinyfs: deliberately broken root")
         if inode != _ROOT:
             self._content(inode)
         return self._attr(inode)
@@ -84,6 +89,8 @@ def main(argv: list[str]) -> int:
     except OptionError as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         return 1
+    for warning in config.warnings:
+        print(warning, file=sys.stderr)
     configure_logging(config)
     options = {"fsname=tinyfs", "subtype=tinyfs", "default_permissions", "ro",
                *config.kernel_options}
