@@ -30,7 +30,6 @@ import signal
 import sys
 import tempfile
 from collections.abc import Iterator
-from typing import BinaryIO
 
 import pyfuse3
 import trio
@@ -147,7 +146,7 @@ def _mount(operations: pyfuse3.Operations, mountpoint: str, fuse_options: set[st
             failed = True
         else:
             failed = False
-        messages = captured.read().decode(errors="replace")
+    messages = "".join(captured)
     if failed:
         reason = " ".join(line.strip().removeprefix("fuse: ")
                           for line in messages.splitlines() if line.strip())
@@ -181,18 +180,21 @@ def _escape_for_libfuse(option: str) -> str:
 
 
 @contextlib.contextmanager
-def _captured_stderr() -> Iterator[BinaryIO]:
-    """Collect what C code writes to fd 2 (libfuse explains its failures there)."""
+def _captured_stderr() -> Iterator[list[str]]:
+    """Collect what C code writes to fd 2 (libfuse explains its failures there);
+    the text is in the yielded list once the block is left."""
     sys.stderr.flush()
+    captured: list[str] = []
     with tempfile.TemporaryFile() as capture:
         saved = os.dup(2)
         os.dup2(capture.fileno(), 2)
         try:
-            yield capture
+            yield captured
         finally:
             os.dup2(saved, 2)
             os.close(saved)
             capture.seek(0)
+            captured.append(capture.read().decode(errors="replace"))
 
 
 def _open_log(path: str | None) -> int:

@@ -61,14 +61,23 @@ def mount_entry(mountpoint) -> str | None:
     Unlike ``os.path.ismount`` this never touches the mount itself, so it neither hangs
     on a stuck server nor says False for a dead one (ENOTCONN).
     """
+    info = mount_info(mountpoint)
+    return info["fstype"] if info else None
+
+
+def mount_info(mountpoint) -> dict | None:
+    """``{"fstype", "source", "options" (per-mount flags, a set), "super_options"}`` of the
+    topmost mount on MOUNTPOINT, or None."""
     target = os.path.abspath(mountpoint)
     found = None
     with open("/proc/self/mountinfo") as table:
         for line in table:
             fields = line.split()
-            mount_path = _unescape_mountinfo(fields[4])
-            if mount_path == target:
-                found = fields[fields.index("-") + 1]
+            if _unescape_mountinfo(fields[4]) == target:
+                rest = fields[fields.index("-") + 1:]
+                found = {"fstype": rest[0], "source": _unescape_mountinfo(rest[1]),
+                         "options": set(fields[5].split(",")),
+                         "super_options": set(rest[2].split(","))}
     return found
 
 
@@ -130,14 +139,22 @@ class Mount:
     stdout_path: Path
     stderr_path: Path
 
+    #: Outputs kept when the context ends (their files are removed then).
+    final: dict[str, str] | None = None
+
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return self._read("log", self.log_path)
 
     def stderr(self) -> str:
-        return self.stderr_path.read_text(errors="replace")
+        return self._read("stderr", self.stderr_path)
 
     def stdout(self) -> str:
-        return self.stdout_path.read_text(errors="replace")
+        return self._read("stdout", self.stdout_path)
+
+    def _read(self, name: str, path: Path) -> str:
+        if self.final is not None:
+            return self.final[name]
+        return path.read_text(errors="replace") if path.exists() else ""
 
     def server_pid(self) -> int | None:
         """The serving process: the command itself if it stays in the foreground, else
@@ -169,9 +186,13 @@ class Mount:
 @contextlib.contextmanager
 def mounted(cmd_argv: Sequence[str], mountpoint, *, env: dict | None = None,
             timeout: float = 20.0, allow_traceback: bool = False,
-            cwd=None) -> Iterator[Mount]:
+            foreground: bool | None = None, cwd=None) -> Iterator[Mount]:
     """Run CMD_ARGV, wait until MOUNTPOINT is mounted and answers, yield a Mount;
-    always unmount and reap the server afterwards (see the module docstring)."""
+    always unmount and reap the server afterwards (see the module docstring).
+
+    FOREGROUND says whether the program keeps running (default: guessed from ``-f``,
+    ``-d``, ``--debug`` in CMD_ARGV); otherwise it must exit 0 once mounted.
+    """
     mountpoint = Path(os.path.abspath(mountpoint))
     scratch = Path(tempfile.mkdtemp(prefix="fusemount-"))
     full_env = dict(os.environ)
@@ -185,7 +206,7 @@ def mounted(cmd_argv: Sequence[str], mountpoint, *, env: dict | None = None,
     mount = Mount(mountpoint, process, log_path, stdout_path, stderr_path)
     body_done = False
     try:
-        _wait_until_mounted(mount, timeout)
+        _wait_until_mounted(mount, timeout, _stays_in_foreground(cmd_argv, foreground))
         try:
             yield mount
         except BaseException as exc:
@@ -196,6 +217,7 @@ def mounted(cmd_argv: Sequence[str], mountpoint, *, env: dict | None = None,
         problems = _tear_down(mount)
         diagnostics = mount.diagnostics()
         output = mount.stderr() + mount.log()
+        mount.final = {"log": mount.log(), "stderr": mount.stderr(), "stdout": mount.stdout()}
         shutil.rmtree(scratch, ignore_errors=True)
     if problems:
         pytest.fail("; ".join(problems) + "\n" + diagnostics, pytrace=False)
@@ -203,7 +225,14 @@ def mounted(cmd_argv: Sequence[str], mountpoint, *, env: dict | None = None,
         pytest.fail("the mount program printed a traceback\n" + diagnostics, pytrace=False)
 
 
-def _wait_until_mounted(mount: Mount, timeout: float) -> None:
+def _wait_until_mounted(mount: Mount, timeout: float, foreground: bool) -> None:
+    if not foreground:  # a daemonizing program exits 0 only once the mount is live
+        try:
+            mount.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the mount program did not return within {timeout:.0f}s\n"
+                        + mount.diagnostics(), pytrace=False)
+
     def ready() -> bool:
         status = mount.process.poll()
         if status not in (None, 0):
@@ -218,6 +247,12 @@ def _wait_until_mounted(mount: Mount, timeout: float) -> None:
 
     wait_for(ready, f"{mount.mountpoint} to be mounted", timeout)
     stat_with_timeout(mount.mountpoint, timeout)
+
+
+def _stays_in_foreground(cmd_argv: Sequence[str], foreground: bool | None) -> bool:
+    if foreground is not None:
+        return foreground
+    return any(arg in ("-f", "-d", "--debug") for arg in cmd_argv)
 
 
 def _tear_down(mount: Mount) -> list[str]:
