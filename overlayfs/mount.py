@@ -108,6 +108,8 @@ def serve(config: MountConfig, operations: pyfuse3.Operations, fuse_options: set
         _mount(operations, config.mountpoint, fuse_options)
     except MountFailed as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
+        if log_fd is not None:
+            os.close(log_fd)
         return 1
 
     if config.foreground:
