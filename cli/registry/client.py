@@ -28,6 +28,7 @@ from cli.registry.auth import Credentials
 log = logging.getLogger(__name__)
 
 TIMEOUT = 60
+PROBE_TIMEOUT = 10
 SEND_BLOCK = 1 << 20
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"|(\w+)=([^\s,]+)')
 
@@ -133,19 +134,21 @@ class RegistryClient:
 
     # -- connection ---------------------------------------------------------------
 
-    def _connection(self, scheme: str, netloc: str) -> http.client.HTTPConnection:
+    def _connection(self, scheme: str, netloc: str,
+                    timeout: float = TIMEOUT) -> http.client.HTTPConnection:
         if scheme == "https":
             context = ssl.create_default_context()
             if self.tls_verify is False:
                 context.check_hostname = False
                 context.verify_mode = ssl.CERT_NONE
-            return http.client.HTTPSConnection(netloc, timeout=TIMEOUT, context=context,
+            return http.client.HTTPSConnection(netloc, timeout=timeout, context=context,
                                                blocksize=SEND_BLOCK)
-        return http.client.HTTPConnection(netloc, timeout=TIMEOUT, blocksize=SEND_BLOCK)
+        return http.client.HTTPConnection(netloc, timeout=timeout, blocksize=SEND_BLOCK)
 
-    def _send(self, method: str, url: str, headers: dict, body: Body | None) -> Response:
+    def _send(self, method: str, url: str, headers: dict, body: Body | None,
+              timeout: float = TIMEOUT) -> Response:
         parts = urllib.parse.urlsplit(url)
-        conn = self._connection(parts.scheme, parts.netloc)
+        conn = self._connection(parts.scheme, parts.netloc, timeout)
         target = parts.path + (f"?{parts.query}" if parts.query else "")
         headers = dict(headers)
         payload = None
@@ -173,7 +176,11 @@ class RegistryClient:
             if scheme == "http" and not insecure_allowed(self.host, self.tls_verify):
                 break
             try:
-                with self._send("GET", f"{scheme}://{self.host}/v2/", {}, None) as resp:
+                # A plain-HTTP server may never answer a TLS hello: do not wait long for it.
+                timeout = PROBE_TIMEOUT if scheme == "https" and insecure_allowed(
+                    self.host, self.tls_verify) else TIMEOUT
+                with self._send("GET", f"{scheme}://{self.host}/v2/", {}, None,
+                                timeout) as resp:
                     resp.read()
                     if scheme == "http" or resp.status in (200, 401):
                         self.scheme = scheme
