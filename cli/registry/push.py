@@ -136,7 +136,7 @@ class BlobPusher:
             except TransferError as exc:
                 log.debug("chunk at %d failed (%s); asking the registry and retrying once",
                           offset, exc)
-                offset = self._upload_offset(location)
+                offset = self._upload_offset(location, offset)
                 length = min(self.chunk, size - offset)
                 location = self._patch(location, f, offset, length, size, ident)
             offset += length
@@ -154,13 +154,19 @@ class BlobPusher:
             resp.read()
             return self.client.location(resp)
 
-    def _upload_offset(self, location: str) -> int:
-        """How many bytes of the upload the registry has (``Range: 0-N``)."""
+    def _upload_offset(self, location: str, failed_at: int) -> int:
+        """How many bytes of the upload the registry has (``Range: 0-N``).
+
+        distribution answers ``0-0`` for both 0 and 1 bytes; a chunk that failed at
+        offset 0 means nothing arrived (chunks are never one byte long).
+        """
         with self.client.check(self.client.request("GET", location), (204,),
                                "checking upload status") as resp:
             resp.read()
             _, _, end = (resp.headers.get("Range") or "0--1").partition("-")
-        return int(end) + 1 if end.lstrip("-").isdigit() else 0
+        if not end.lstrip("-").isdigit() or (int(end) == 0 and failed_at == 0):
+            return 0
+        return int(end) + 1
 
 
 def push(store: Store, name: str, client_for, progress: Progress) -> str:

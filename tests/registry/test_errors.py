@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import threading
@@ -72,11 +73,15 @@ def test_digest_mismatch_leaves_nothing_and_retry_works(registry, pushed_busybox
 
 
 class CuttingProxy:
-    """A TCP proxy to the registry that cuts blob downloads after CUT_AT bytes, TIMES times."""
+    """A TCP proxy to the registry that breaks requests whose first line starts with METHOD
+    and contains MARKER, TIMES times: a GET's response is cut after CUT_AT bytes, other
+    requests are dropped before they reach the registry."""
 
-    def __init__(self, upstream: str, blob_digest: str, times: int, cut_at: int = 200_000):
+    def __init__(self, upstream: str, marker: str, times: int, cut_at: int = 200_000,
+                 method: str = "GET"):
         self.upstream = upstream.rsplit(":", 1)
-        self.marker = f"/blobs/{blob_digest}".encode()
+        self.marker = marker.encode()
+        self.method = method.encode()
         self.times = times
         self.cut_at = cut_at
         self.cuts = 0
@@ -102,11 +107,16 @@ class CuttingProxy:
                 if not chunk or chunk[:1] == b"\x16":  # a TLS hello: plain HTTP only here
                     return
                 head += chunk
-            cut = head.startswith(b"GET") and self.marker in head.split(b"\r\n", 1)[0] \
+            cut = head.startswith(self.method) and self.marker in head.split(b"\r\n", 1)[0] \
                 and self.cuts < self.times
             if cut:
                 self.cuts += 1
+                if self.method != b"GET":
+                    return
             upstream.sendall(head)
+            if not head.startswith((b"GET", b"HEAD")):
+                threading.Thread(target=self._pipe, args=(client, upstream),
+                                 daemon=True).start()
             sent = 0
             while True:
                 data = upstream.recv(65536)
@@ -120,8 +130,19 @@ class CuttingProxy:
         except OSError:
             pass
         finally:
-            upstream.close()
-            client.close()
+            for sock in (upstream, client):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)  # wakes the body pipe's recv, sends FIN
+                sock.close()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        """Request bodies (PATCH/PUT) after the head."""
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
 
     def close(self) -> None:
         self.listener.close()
@@ -132,7 +153,7 @@ def test_interrupted_download(registry, pushed_busybox, tmp_path, cuts, succeeds
     """One broken download resumes with a Range request; a link that keeps breaking is an
     error that leaves no image, and a later retry works."""
     name, digest = pushed_busybox
-    proxy = CuttingProxy(registry.host, digest, times=cuts)
+    proxy = CuttingProxy(registry.host, f"/blobs/{digest}", times=cuts)
     via_proxy = name.replace(registry.host, proxy.host)
     root = tmp_path / "fresh"
     try:
@@ -151,3 +172,19 @@ def test_interrupted_download(registry, pushed_busybox, tmp_path, cuts, succeeds
     assert no_images(root)
     layerbox(root, "pull", name)  # directly, without the proxy
     layerbox(root, "system", "check")
+
+
+def test_failed_chunk_is_retried_once(registry, busybox_root, tmp_path, monkeypatch):
+    monkeypatch.setenv("LAYERBOX_PUSH_CHUNK_SIZE", "65536")
+    proxy = CuttingProxy(registry.host, "/blobs/uploads/", times=1, method="PATCH")
+    try:
+        name = f"{proxy.host}/chunks/retry:1"
+        layerbox(busybox_root, "tag", "busybox", name)
+        out = layerbox(busybox_root, "push", name, check=False)
+    finally:
+        proxy.close()
+    assert out.returncode == 0, out.stderr
+    assert proxy.cuts == 1
+    direct = name.replace(proxy.host, registry.host)
+    layerbox(tmp_path / "fresh", "pull", direct)
+    assert inspect(tmp_path / "fresh", direct)["Id"] == inspect(busybox_root, "busybox")["Id"]
