@@ -172,6 +172,9 @@ def _layer_plan(manifest: dict, config: dict, ref: Reference) -> list[tuple[dict
         raise RegistryError(f"image {ref}: the manifest has {len(descriptors)} layers, the "
                             f"config {len(diff_ids)} diff_ids")
     for desc in descriptors:
+        if not isinstance(desc.get("size"), int) or desc["size"] < 0 \
+                or not str(desc.get("digest", "")).startswith("sha256:"):
+            raise RegistryError(f"image {ref}: layer descriptor without sha256 digest and size")
         if LAYER_TYPE_TO_OCI.get(desc.get("mediaType")) is None:
             raise RegistryError(f"image {ref}: unsupported layer media type "
                                 f"{desc.get('mediaType')}")
@@ -202,7 +205,7 @@ def pull(store: Store, name: str, client_for, progress: Progress) -> Image:
     layers, parent_layer = [], None
     for (desc, diff_id), layer in zip(plan, found):
         if layer is None:
-            stream = BlobStream(client, desc["digest"], int(desc.get("size") or 0), progress)
+            stream = BlobStream(client, desc["digest"], desc["size"], progress)
             try:
                 layer = store.put_layer_blob(stream, media_type=LAYER_TYPE_TO_OCI[desc["mediaType"]],
                                              diff_id=diff_id, parent=parent_layer,

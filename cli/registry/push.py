@@ -81,9 +81,15 @@ class BlobPusher:
         for source in mount_sources(self.store, self.client.host, digest):
             if source == self.client.repository:
                 continue
-            resp = self.client.request("POST", with_query("blobs/uploads/", mount=digest,
-                                                          **{"from": source}),
-                                       extra_scopes=(f"repository:{source}:pull",))
+            try:
+                resp = self.client.request("POST", with_query("blobs/uploads/", mount=digest,
+                                                              **{"from": source}),
+                                           extra_scopes=(f"repository:{source}:pull",))
+            except RegistryError as exc:
+                if exc.status not in (401, 403):
+                    raise
+                log.debug("no access to %s for a mount: %s", source, exc)
+                break  # we may not read the source repository: upload instead
             with self.client.check(resp, (201, 202), f"mounting blob {digest}") as resp:
                 resp.read()
                 if resp.status == 201:
