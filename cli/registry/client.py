@@ -58,7 +58,10 @@ def is_local(host: str) -> bool:
 
 
 def insecure_allowed(host: str, tls_verify: bool | None) -> bool:
-    if tls_verify is False or is_local(host):
+    """May we fall back to plain HTTP? ``--tls-verify`` decides when given (Podman's rule)."""
+    if tls_verify is not None:
+        return not tls_verify
+    if is_local(host):
         return True
     listed = os.environ.get("LAYERBOX_INSECURE_REGISTRIES", "")
     return host in [h.strip() for h in listed.split(",") if h.strip()]

@@ -219,7 +219,7 @@ def pull(store: Store, name: str, client_for, progress: Progress) -> Image:
     progress.line(f"Digest: {top_digest}")
     record_repo_digest(store, ref.name, top_digest, image)
     up_to_date = False
-    if ref.tag is not None:
+    if ref.digest is None:  # Docker tags nothing for NAME[:TAG]@DIGEST
         try:
             up_to_date = store.resolve_image_id(str(ref)) == image.id
         except NoSuchImage:

@@ -157,3 +157,13 @@ def test_bearer_token_login(token_registry, tmp_path):
     assert out.stderr.strip().splitlines()[-1] == \
         f"Error: unauthorized: incorrect username or password for {token_registry}"
     assert os.environ["DOCKER_CONFIG"].startswith(str(tmp_path))
+
+
+def test_parse_challenge():
+    from cli.registry.client import parse_challenge
+    assert parse_challenge('Bearer realm="https://auth.docker.io/token",service="registry.docker.io",'
+                           'scope="repository:library/busybox:pull"') == ("bearer", {
+                               "realm": "https://auth.docker.io/token",
+                               "service": "registry.docker.io",
+                               "scope": "repository:library/busybox:pull"})
+    assert parse_challenge('Basic realm="layerbox-test"') == ("basic", {"realm": "layerbox-test"})

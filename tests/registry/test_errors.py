@@ -188,3 +188,10 @@ def test_failed_chunk_is_retried_once(registry, busybox_root, tmp_path, monkeypa
     direct = name.replace(proxy.host, registry.host)
     layerbox(tmp_path / "fresh", "pull", direct)
     assert inspect(tmp_path / "fresh", direct)["Id"] == inspect(busybox_root, "busybox")["Id"]
+
+
+def test_tls_verify_true_refuses_plain_http(registry, tmp_path):
+    out = layerbox(tmp_path / "fresh", "pull", "--tls-verify=true", f"{registry.host}/me/x",
+                   check=False)
+    lines = error_lines(out)
+    assert lines[-1].startswith(f"Error: cannot reach registry {registry.host}: GET https://")

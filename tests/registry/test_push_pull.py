@@ -109,6 +109,9 @@ def test_tagged_busybox_push_mount_and_pull_by_digest(registry, busybox_root, tm
         == inspect(busybox_root, "busybox")["Id"]
     # A digest pull tags nothing (Docker shows it as <none>).
     assert inspect(empty, f"{registry.host}/elsewhere/bb@{digest}")["RepoTags"] == []
+    out = layerbox(empty, "pull", f"{registry.host}/elsewhere/bb:v2@{digest}").stdout
+    assert f"{digest}: Pulling from elsewhere/bb" in out
+    assert inspect(empty, f"{registry.host}/elsewhere/bb@{digest}")["RepoTags"] == []
 
 
 def test_chunked_upload(registry, busybox_root, tmp_path, monkeypatch):
