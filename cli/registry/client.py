@@ -166,8 +166,6 @@ class RegistryClient:
             resp = conn.getresponse()
         except (OSError, http.client.HTTPException) as exc:
             conn.close()
-            if isinstance(exc, UserError):
-                raise
             raise TransferError(f"{method} {url}: {_reason(exc)}") from None
         return Response(conn, resp, url)
 
