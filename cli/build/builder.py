@@ -1,0 +1,501 @@
+"""``layerbox build``: run a parsed Dockerfile step by step, the classic builder's way.
+
+Every instruction commits an intermediate image (metadata ones with an ``empty_layer``
+history entry); the cache (``build_cache`` table) maps (parent image, step key) to the
+image a step made, so a rebuild with unchanged inputs runs nothing. COPY/ADD stage their
+files in a temp dir and stream it into the store as a layer; RUN runs a container
+(cli.containers.run_to_exit) and commits its upper dir.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import os
+import posixpath
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cli.build import instructions as ins
+from cli.build.convert import parse_dockerfile, parse_onbuild_trigger
+from cli.build.dockerignore import DockerIgnore
+from cli.build.errors import DockerfileError
+from cli.build.history import copy_source_summary
+from cli.build.scope import StageScope, expand_from, resolve_meta_args, stages_needed
+from cli.build.sources import (SourceTree, Stager, download, parse_chmod, parse_chown,
+                               tree_digest)
+from cli.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BuildOptions:
+    context: Path
+    dockerfile_text: str
+    dockerfile_name: str = "Dockerfile"
+    tags: list[str] = field(default_factory=list)
+    build_args: dict[str, str] = field(default_factory=dict)
+    no_cache: bool = False
+    target: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    network: str = "host"
+    quiet: bool = False
+
+
+class RunFailed(UserError):
+    """A RUN step exited non-zero (Docker's message)."""
+
+
+def _ensure_cache_table(store) -> None:
+    with store.transaction() as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS build_cache (parent_id TEXT NOT NULL, "
+                     "key TEXT NOT NULL, image_id TEXT NOT NULL, PRIMARY KEY (parent_id, key))")
+
+
+def _now() -> str:
+    from cli.store.store import now_rfc3339
+    return now_rfc3339()
+
+
+class Builder:
+    def __init__(self, store, opts: BuildOptions, write: Callable[[str], None]):
+        self.store = store
+        self.opts = opts
+        self.write = write if not opts.quiet else (lambda _text: None)
+        self.stage_images: dict[int, object] = {}
+        _ensure_cache_table(store)
+
+    # -- the whole build ----------------------------------------------------------------
+
+    def build(self):
+        df = parse_dockerfile(self.opts.dockerfile_text, self.opts.dockerfile_name)
+        if not df.stages:
+            raise DockerfileError("file with no instructions", df.filename)
+        meta = resolve_meta_args(df, self.opts.build_args)
+        stages = stages_needed(df, meta, self.opts.target)
+        total = sum(1 + len(s.instructions) for s in stages) + len(df.meta_args)
+        self.step_no = 0
+        self.total = total
+        self.ignore = DockerIgnore.load(str(self.opts.context))
+        self.context_tree = SourceTree([self.opts.context], self.ignore)
+        for arg in df.meta_args:
+            self._announce(arg)
+        image = None
+        for stage in stages:
+            image = self._build_stage(df, meta, stage)
+            self.stage_images[stage.index] = image
+        if self.opts.labels:
+            image = self._commit_meta(image, image_config_copy(self.store, image),
+                                      "LABEL " + " ".join(f"{k}={v}" for k, v in
+                                                          self.opts.labels.items()),
+                                      lambda c: c.setdefault("Labels", {}).update(self.opts.labels)
+                                      or c)
+        self.write(f"Successfully built {image.id[7:19]}\n")
+        for tag in self.opts.tags:
+            self.store.tag(image, tag)
+            name = tag if ":" in tag.rsplit("/", 1)[-1] else tag + ":latest"
+            self.write(f"Successfully tagged {name}\n")
+        return image
+
+    def _announce(self, instr: ins.Instruction) -> None:
+        self.step_no += 1
+        self.write(f"Step {self.step_no}/{self.total} : {instr.original}\n")
+
+    def _build_stage(self, df: ins.Dockerfile, meta, stage: ins.Stage):
+        header = expand_from(df, stage.header, meta)
+        self._announce(stage.header)
+        base_stage = df.stage_by_ref(header.base, before=stage.index)
+        if base_stage is not None:
+            image = self.stage_images[base_stage.index]
+        elif header.base == "scratch":
+            image = None
+        else:
+            image = self.store.resolve_image(header.base)
+        if image is None:
+            config = {"architecture": "amd64", "os": "linux", "config": {},
+                      "rootfs": {"type": "layers", "diff_ids": []}, "history": []}
+        else:
+            config = image_config_copy(self.store, image)
+            self.write(f" ---> {image.id[7:19]}\n")
+        cfg = config.setdefault("config", {})
+        scope = StageScope(df, meta, self.opts.build_args, base_env=cfg.get("Env") or (),
+                           base_workdir=cfg.get("WorkingDir") or "/",
+                           base_shell=tuple(cfg.get("Shell") or ins.DEFAULT_SHELL))
+        self.current = (image, config)
+        triggers = list(cfg.get("OnBuild") or [])
+        if triggers:
+            self.write(f"# Executing {len(triggers)} build trigger"
+                       f"{'s' if len(triggers) > 1 else ''}\n")
+            cfg["OnBuild"] = None
+            for expression in triggers:
+                trigger = parse_onbuild_trigger(expression)
+                self._step(df, scope, trigger)
+        for instr in stage.instructions:
+            self._announce(instr)
+            self._step(df, scope, instr)
+        image, config = self.current
+        if image is None:   # FROM scratch with metadata only: still an image
+            image = self.store.create_image(config=config, layers=[])
+        return image
+
+    # -- one step -------------------------------------------------------------------------
+
+    def _step(self, df: ins.Dockerfile, scope: StageScope, instr: ins.Instruction) -> None:
+        parent, config = self.current
+        instr = scope.expand(instr)
+        if isinstance(instr, ins.Run):
+            self.current = self._run(scope, instr, parent, config)
+        elif isinstance(instr, ins._CopyLike):
+            self.current = self._copy(df, scope, instr, parent, config)
+        elif isinstance(instr, ins.Workdir):
+            self.current = self._workdir(scope, instr, parent, config)
+        else:
+            created_by = scope.created_by(instr)
+            image = self._commit_meta(parent, config, created_by,
+                                      lambda c: apply_metadata(c, instr, scope))
+            self.current = (image, image_config_copy(self.store, image))
+
+    def _cached(self, parent, key: str):
+        if self.opts.no_cache:
+            return None
+        parent_id = parent.id if parent is not None else "scratch"
+        row = self.store.conn.execute("SELECT image_id FROM build_cache WHERE parent_id=? AND key=?",
+                                      (parent_id, key)).fetchone()
+        if row is None:
+            return None
+        try:
+            image = self.store.get_image(row[0])
+        except Exception:   # removed since (rmi / prune): build it again
+            return None
+        self.write(" ---> Using cache\n")
+        self.write(f" ---> {image.id[7:19]}\n")
+        return image
+
+    def _remember(self, parent, key: str, image) -> None:
+        parent_id = parent.id if parent is not None else "scratch"
+        with self.store.transaction() as conn:
+            conn.execute("INSERT OR REPLACE INTO build_cache(parent_id, key, image_id) "
+                         "VALUES (?, ?, ?)", (parent_id, key, image.id))
+        self.write(f" ---> {image.id[7:19]}\n")
+
+    def _commit_meta(self, parent, config: dict, created_by: str, change) -> object:
+        key = _key(created_by)
+        cached = self._cached(parent, key)
+        if cached is not None:
+            return cached
+        new = copy.deepcopy(config)
+        new["config"] = change(new.setdefault("config", {})) or new["config"]
+        new["created"] = _now()
+        new.setdefault("history", []).append({"created": new["created"],
+                                              "created_by": created_by, "empty_layer": True})
+        layers = list(parent.layers) if parent is not None else []
+        image = self.store.create_image(config=new, layers=layers)
+        self._remember(parent, key, image)
+        return image
+
+    def _commit_layer(self, parent, config: dict, created_by: str, key: str, layer):
+        new = copy.deepcopy(config)
+        new["created"] = _now()
+        new.setdefault("rootfs", {"type": "layers", "diff_ids": []})
+        new["rootfs"]["diff_ids"] = list(new["rootfs"].get("diff_ids") or []) + [layer.diff_id]
+        new.setdefault("history", []).append({"created": new["created"], "created_by": created_by})
+        layers = (list(parent.layers) if parent is not None else []) + [layer]
+        image = self.store.create_image(config=new, layers=layers)
+        self._remember(parent, key, image)
+        return image, image_config_copy(self.store, image)
+
+    # -- WORKDIR ------------------------------------------------------------------------
+
+    def _workdir(self, scope: StageScope, instr: ins.Workdir, parent, config):
+        created_by = scope.created_by(instr)
+        workdir = scope.workdir
+
+        def change(c: dict) -> dict:
+            c["WorkingDir"] = workdir
+            return c
+
+        base = self._image_tree(parent)
+        real = base.real(workdir.strip("/")) if workdir.strip("/") else base.roots[0] \
+            if base.roots else None
+        if workdir == "/" or (real is not None and real.is_dir()):
+            image = self._commit_meta(parent, config, created_by, change)
+            return image, image_config_copy(self.store, image)
+        key = _key(created_by)
+        cached = self._cached(parent, key)
+        if cached is not None:
+            return cached, image_config_copy(self.store, cached)
+        with self._staging() as staging:
+            stager = Stager(staging, base, None, None)
+            stager.make_parents(workdir + "/x")
+            layer = self._write_staging(staging, parent)
+        config = copy.deepcopy(config)
+        change(config.setdefault("config", {}))
+        return self._commit_layer(parent, config, created_by, key, layer)
+
+    # -- COPY / ADD ---------------------------------------------------------------------
+
+    def _copy(self, df, scope: StageScope, instr: ins._CopyLike, parent, config):
+        base = self._image_tree(parent)
+        dest = instr.dest
+        if not dest.startswith("/"):
+            dest = posixpath.join(scope.workdir, dest)
+        dest_is_dir = instr.dest_is_dir or instr.has_several_sources
+        tree, keep_owner = self.context_tree, False
+        from_ = getattr(instr, "from_", None)
+        if from_:
+            stage = df.stage_by_ref(from_)
+            if stage is not None:
+                if stage.index not in self.stage_images:
+                    raise UserError(f"stage {from_} has not been built")
+                src_image = self.stage_images[stage.index]
+            else:
+                src_image = self.store.resolve_image(from_)
+            tree, keep_owner = self._image_tree(src_image), True
+        owner = parse_chown(instr.chown, base.roots)
+        mode = parse_chmod(instr.chmod)
+        hashes: list[str] = []
+        with self._staging() as staging:
+            stager = Stager(staging, base, owner, mode)
+            stager._keep_owner = keep_owner
+            any_wildcard = any(c in s for s in instr.sources for c in "*?[")
+            for source in instr.sources:
+                if isinstance(instr, ins.Add) and _is_url(source):
+                    name, data = download(source)
+                    target = posixpath.join(dest, name) if dest_is_dir or dest.endswith("/") \
+                        else dest
+                    stager.write_bytes(target, data, 0o600)
+                    hashes.append("file:" + hashlib.sha256(data).hexdigest())
+                    continue
+                matches = tree.glob(source)
+                if not matches:
+                    raise UserError(f"COPY failed: file not found in build context or excluded "
+                                    f"by .dockerignore: stat {source}: file does not exist")
+                if any_wildcard and len(matches) > 1:
+                    dest_is_dir = True
+                for rel in matches:
+                    self._stage_one(stager, tree, rel, dest, dest_is_dir, instr, base)
+            for inline in instr.inline:
+                target = posixpath.join(dest, inline.path) if dest_is_dir else dest
+                stager.write_bytes(target, inline.data.encode(), 0o644)
+            digest = tree_digest(staging)
+            hashes.append(("dir:" if len(instr.sources) != 1 else "file:") + digest)
+            created_by = scope.created_by(instr, copy_source=copy_source_summary(hashes[-1:] if
+                                                                                len(hashes) == 1
+                                                                                else hashes))
+            key = _key(created_by, digest)
+            cached = self._cached(parent, key)
+            if cached is not None:
+                return cached, image_config_copy(self.store, cached)
+            layer = self._write_staging(staging, parent)
+        return self._commit_layer(parent, config, created_by, key, layer)
+
+    def _stage_one(self, stager: Stager, tree: SourceTree, rel: str, dest: str, dest_is_dir: bool,
+                   instr: ins._CopyLike, base: SourceTree) -> None:
+        real = tree.real(rel)
+        if real.is_dir() and not real.is_symlink():
+            stager.make_parents(dest.rstrip("/") + "/x")
+            if dest.strip("/"):
+                stager.make_dir(dest.strip("/"))
+            stager.copy_tree(tree, rel, dest.rstrip("/") or "/")
+            return
+        if isinstance(instr, ins.Add) and _is_archive(real):
+            from overlayfs.layer_tar import extract_tar
+            target_dir = dest.rstrip("/") or "/"
+            stager.make_parents(target_dir + "/x")
+            if target_dir.strip("/"):
+                stager.make_dir(target_dir.strip("/"))
+            with open(real, "rb") as f:
+                try:
+                    extract_tar(f, stager.staging / target_dir.lstrip("/"))
+                except Exception as exc:
+                    raise UserError(f"ADD {rel}: cannot extract: {exc}") from None
+            return
+        if dest_is_dir or stager.is_dir_in_image(dest):
+            target = posixpath.join(dest, posixpath.basename(rel))
+        else:
+            target = dest
+        stager.copy_entry(real, target)
+
+    # -- RUN ----------------------------------------------------------------------------
+
+    def _run(self, scope: StageScope, instr: ins.Run, parent, config):
+        from cli import containers
+        from cli.commit import export_upper
+        created_by = scope.created_by(instr)
+        key = _key(created_by)
+        cached = self._cached(parent, key)
+        if cached is not None:
+            return cached, image_config_copy(self.store, cached)
+        if parent is None:
+            raise UserError("RUN needs a base image with a shell (FROM scratch has none)")
+        argv = list(instr.command.argv(scope.shell))
+        cfg = config.get("config") or {}
+        opts = containers.CreateOptions(
+            image=parent.id, command=argv, entrypoint="", env=tuple(scope.run_env()),
+            workdir=scope.workdir, user=cfg.get("User") or "",
+            network="host" if self.opts.network == "host" else "none")
+        out_fd, err_fd = (1, 2) if not self.opts.quiet else (os.open(os.devnull, os.O_WRONLY),) * 2
+        container = None
+        try:
+            container = containers.create(self.store, opts)
+            self.write(f" ---> Running in {container.id[:12]}\n")
+            container, code = _run_created(self.store, container, out_fd, err_fd)
+            if code != 0:
+                raise RunFailed(f"The command '{' '.join(argv)}' returned a non-zero code: {code}")
+            layer = export_upper(self.store, container)
+        finally:
+            if self.opts.quiet:
+                os.close(out_fd)
+            if container is not None:
+                try:
+                    containers.remove(self.store, containers.reload(self.store, container),
+                                      force=True)
+                except Exception as exc:   # never hide the build's own error
+                    log.warning("removing build container %s: %s", container.id, exc)
+        self.write(f"Removing intermediate container {container.id[:12]}\n")
+        return self._commit_layer(parent, config, created_by, key, layer)
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def _image_tree(self, image) -> SourceTree:
+        if image is None:
+            return SourceTree([])
+        return SourceTree(self.store.layer_dirs(image))
+
+    def _staging(self):
+        return _TempDir(self.store.root / "tmp")
+
+    def _write_staging(self, staging: Path, parent):
+        from overlayfs.layer_tar import export_layer
+        read_fd, write_fd = os.pipe()
+        failure: list[BaseException] = []
+
+        def produce() -> None:
+            try:
+                with os.fdopen(write_fd, "wb") as out:
+                    export_layer(staging, out)
+            except BaseException as exc:
+                failure.append(exc)
+
+        writer = threading.Thread(target=produce, daemon=True)
+        writer.start()
+        try:
+            with os.fdopen(read_fd, "rb") as stream:
+                layer = self.store.write_layer(
+                    stream, parent=parent.layers[-1] if parent is not None and parent.layers
+                    else None)
+        finally:
+            writer.join()
+        if failure:
+            raise UserError(f"cannot write the layer: {failure[0]}")
+        return layer
+
+
+def _run_created(store, container, out_fd: int, err_fd: int):
+    from cli import attach, containers
+    containers.start(store, container, attach_first=True)
+    sock = attach.connect(container)
+    if sock is None:
+        raise UserError(f"container {container.name}: its monitor is not listening")
+    code = attach.attach(container, stdin=False, tty=False, sock=sock, out_fd=out_fd,
+                         err_fd=err_fd)
+    return containers.reload(store, container), code
+
+
+class _TempDir:
+    def __init__(self, parent: Path):
+        self.parent = parent
+
+    def __enter__(self) -> Path:
+        self.path = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-build-", dir=self.parent))
+        os.chmod(self.path, 0o755)
+        return self.path
+
+    def __exit__(self, *exc) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def _key(created_by: str, content: str = "") -> str:
+    return hashlib.sha256(json.dumps([created_by, content]).encode()).hexdigest()
+
+
+def _is_url(source: str) -> bool:
+    return source.startswith(("http://", "https://"))
+
+
+def _is_archive(path: Path) -> bool:
+    """A tar, possibly compressed (what ADD extracts)."""
+    import tarfile
+    from overlayfs.layer_tar import open_decompressed
+    try:
+        with open(path, "rb") as f:
+            stream = open_decompressed(f)
+            head = stream.read(512)
+    except Exception:
+        return False
+    if len(head) < 512:
+        return False
+    try:
+        tarfile.TarInfo.frombuf(head, "utf-8", "surrogateescape")
+        return True
+    except tarfile.HeaderError:
+        return False
+
+
+def image_config_copy(store, image) -> dict:
+    return copy.deepcopy(store.image_config(image))
+
+
+def apply_metadata(c: dict, instr: ins.Instruction, scope: StageScope) -> dict:
+    """The config change of a metadata-only instruction (docker's dispatchers)."""
+    if isinstance(instr, ins.Env):
+        c["Env"] = [f"{k}={v}" for k, v in scope.env.items()]
+    elif isinstance(instr, ins.Label):
+        labels = dict(c.get("Labels") or {})
+        labels.update({p.key: p.value for p in instr.pairs})
+        c["Labels"] = labels
+    elif isinstance(instr, ins.Cmd):
+        c["Cmd"] = list(instr.command.argv(scope.shell))
+    elif isinstance(instr, ins.Entrypoint):
+        c["Entrypoint"] = list(instr.command.argv(scope.shell)) or None
+        c["Cmd"] = None   # Docker resets an inherited CMD (a later CMD sets it again)
+    elif isinstance(instr, ins.User):
+        c["User"] = instr.user
+    elif isinstance(instr, ins.Expose):
+        ports = dict(c.get("ExposedPorts") or {})
+        ports.update({p: {} for p in instr.port_specs()})
+        c["ExposedPorts"] = ports
+    elif isinstance(instr, ins.Volume):
+        vols = dict(c.get("Volumes") or {})
+        vols.update({p: {} for p in instr.paths})
+        c["Volumes"] = vols
+    elif isinstance(instr, ins.StopSignal):
+        c["StopSignal"] = instr.signal
+    elif isinstance(instr, ins.Shell):
+        c["Shell"] = list(instr.shell)
+    elif isinstance(instr, ins.Healthcheck):
+        hc = {"Test": list(instr.test)}
+        for name, value in (("Interval", instr.interval), ("Timeout", instr.timeout),
+                            ("StartPeriod", instr.start_period),
+                            ("StartInterval", instr.start_interval), ("Retries", instr.retries)):
+            if value:
+                hc[name] = value
+        c["Healthcheck"] = hc
+    elif isinstance(instr, ins.Onbuild):
+        c["OnBuild"] = list(c.get("OnBuild") or []) + [instr.expression]
+    elif isinstance(instr, ins.Maintainer):
+        pass   # the top-level "author" is set by the caller below
+    return c
+
+
+def run_build(store, opts: BuildOptions, write: Callable[[str], None]):
+    return Builder(store, opts, write).build()
+
+
