@@ -1,0 +1,100 @@
+"""layerbox build end to end: real CLI, real store, real runc containers for RUN."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import lzma
+import threading
+
+from tests.support.images import layerbox
+
+
+def _ctx(tmp_path, files: dict[str, str]):
+    ctx = tmp_path / "ctx"
+    ctx.mkdir(parents=True)
+    for name, text in files.items():
+        path = ctx / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return ctx
+
+
+def test_hello_cmd_runs_and_history_lists_every_step(busybox_root, tmp_path):
+    ctx = _ctx(tmp_path, {"Dockerfile": 'FROM busybox\nCMD ["echo", "hello"]\n'})
+    out = layerbox(busybox_root, "build", "-t", "hello", str(ctx)).stdout
+    assert "Step 1/2 : FROM busybox" in out and "Step 2/2 : CMD" in out
+    assert "Successfully tagged hello:latest" in out
+    assert layerbox(busybox_root, "run", "--rm", "hello").stdout == "hello\n"
+    hist = layerbox(busybox_root, "history", "hello").stdout
+    assert 'CMD ["echo" "hello"]' in hist
+
+
+def test_app_layout_dockerignore_cache_and_precise_invalidation(busybox_root, tmp_path):
+    ctx = _ctx(tmp_path, {
+        "Dockerfile": "FROM busybox\nWORKDIR /app\nCOPY package.json .\nRUN cat package.json\n"
+                      "COPY . .\nRUN ls /app > /listing\nCMD [\"cat\", \"/listing\"]\n",
+        "package.json": "{}\n", "server.js": "x\n", "node_modules/junk": "j\n",
+        ".dockerignore": "node_modules\n"})
+    first = layerbox(busybox_root, "build", "-t", "app", str(ctx)).stdout
+    assert first.count("Running in") == 2 and "Using cache" not in first
+    listing = layerbox(busybox_root, "run", "--rm", "app").stdout.split()
+    assert "server.js" in listing and "node_modules" not in listing
+    again = layerbox(busybox_root, "build", "-t", "app", str(ctx)).stdout
+    assert "Running in" not in again and again.count("Using cache") == 6
+    (ctx / "server.js").write_text("changed\n")
+    third = layerbox(busybox_root, "build", "-t", "app", str(ctx)).stdout
+    assert third.count("Using cache") == 3 and third.count("Running in") == 1
+    hist = layerbox(busybox_root, "history", "app").stdout
+    assert "WORKDIR /app" in hist and "COPY" in hist
+
+
+def test_genesis_from_scratch_add_tar_xz(busybox_root, busybox_tar, tmp_path):
+    ctx = _ctx(tmp_path, {"Dockerfile": 'FROM scratch\nADD busybox.tar.xz /\nCMD ["sh"]\n'})
+    (ctx / "busybox.tar.xz").write_bytes(lzma.compress(busybox_tar.read_bytes()))
+    layerbox(busybox_root, "build", "-t", "genesis", str(ctx))
+    out = layerbox(busybox_root, "run", "--rm", "genesis", "sh", "-c", "echo ok").stdout
+    assert out == "ok\n"
+
+
+def test_multistage_copy_from_and_onbuild(busybox_root, tmp_path):
+    ctx = _ctx(tmp_path, {
+        "Dockerfile": "FROM busybox AS builder\nRUN echo built > /artifact\n"
+                      "FROM busybox\nCOPY --from=builder /artifact /out/\n"
+                      "ONBUILD RUN echo triggered > /trig\n"})
+    layerbox(busybox_root, "build", "-t", "base", str(ctx))
+    assert layerbox(busybox_root, "run", "--rm", "base", "cat", "/out/artifact").stdout == "built\n"
+    child = _ctx(tmp_path / "c", {"Dockerfile": "FROM base\n"})
+    out = layerbox(busybox_root, "build", "-t", "child", str(child)).stdout
+    assert "Executing 1 build trigger" in out
+    assert layerbox(busybox_root, "run", "--rm", "child", "cat", "/trig").stdout == "triggered\n"
+
+
+def test_add_url(busybox_root, tmp_path):
+    served = tmp_path / "www"
+    served.mkdir()
+    (served / "data.txt").write_text("from http\n")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/data.txt"
+        ctx = _ctx(tmp_path, {"Dockerfile": f"FROM busybox\nADD {url} /dl/\n"})
+        layerbox(busybox_root, "build", "-t", "dl", str(ctx))
+    finally:
+        server.shutdown()
+    out = layerbox(busybox_root, "run", "--rm", "dl", "cat", "/dl/data.txt").stdout
+    assert out == "from http\n"
+
+
+def test_failing_run_and_bad_dockerfile(busybox_root, tmp_path):
+    before = layerbox(busybox_root, "images", "-a", "-q").stdout
+    ctx = _ctx(tmp_path, {"Dockerfile": "FROM busybox\nFROBNICATE x\n"})
+    bad = layerbox(busybox_root, "build", str(ctx), check=False)
+    assert bad.returncode != 0 and "Dockerfile:2: unknown instruction" in bad.stderr and len(bad.stderr.splitlines()) == 1
+    assert layerbox(busybox_root, "images", "-a", "-q").stdout == before
+    (ctx / "Dockerfile").write_text("FROM busybox\nRUN false\n")
+    failed = layerbox(busybox_root, "build", str(ctx), check=False)
+    assert failed.returncode != 0
+    assert "The command '/bin/sh -c false' returned a non-zero code: 1" in failed.stderr
+    assert layerbox(busybox_root, "ps", "-a", "-q").stdout == ""
