@@ -93,8 +93,8 @@ class Builder:
             self.stage_images[stage.index] = image
         if self.opts.labels:
             image = self._commit_meta(image, image_config_copy(self.store, image),
-                                      "LABEL " + " ".join(f"{k}={v}" for k, v in
-                                                          self.opts.labels.items()),
+                                      "/bin/sh -c #(nop)  LABEL " + " ".join(
+                                          f"{k}={v}" for k, v in self.opts.labels.items()),
                                       lambda c: c.setdefault("Labels", {}).update(self.opts.labels)
                                       or c)
         self.write(f"Successfully built {image.id[7:19]}\n")
@@ -158,6 +158,8 @@ class Builder:
             self.current = self._workdir(scope, instr, parent, config)
         else:
             created_by = scope.created_by(instr)
+            if isinstance(instr, ins.Maintainer):
+                config = dict(config, author=instr.name)   # top-level, beside "config"
             image = self._commit_meta(parent, config, created_by,
                                       lambda c: apply_metadata(c, instr, scope))
             self.current = (image, image_config_copy(self.store, image))

@@ -98,3 +98,26 @@ def test_failing_run_and_bad_dockerfile(busybox_root, tmp_path):
     assert failed.returncode != 0
     assert "The command '/bin/sh -c false' returned a non-zero code: 1" in failed.stderr
     assert layerbox(busybox_root, "ps", "-a", "-q").stdout == ""
+
+
+def test_metadata_args_chown_chmod_wildcards_target(busybox_root, tmp_path):
+    ctx = _ctx(tmp_path, {
+        "a.txt": "a\n", "b.txt": "b\n", "one.conf": "c\n",
+        "Dockerfile": "ARG BASE=busybox\nFROM $BASE AS first\nMAINTAINER me\nARG V=dflt\n"
+                      "RUN true\nRUN echo \"v=$V\" > /v\nWORKDIR /new/dir\n"
+                      "COPY --chown=nobody:nobody --chmod=600 *.txt /dst/\n"
+                      "COPY one.conf /etc/renamed.conf\nCOPY one.conf /tmp\nUSER nobody\n"
+                      "EXPOSE 80 53/udp\nSTOPSIGNAL SIGTERM\nENTRYPOINT [\"sh\", \"-c\"]\n"
+                      "FROM busybox\nRUN exit 3\n"})
+    out = layerbox(busybox_root, "build", "--target", "first", "--build-arg", "V=given",
+                   "--label", "k=v", "-t", "edge", str(ctx)).stdout
+    assert "Step 14/14 : ENTRYPOINT" in out and "exit 3" not in out
+    shown = layerbox(busybox_root, "run", "--rm", "edge",
+                     "ls -n /dst/a.txt /dst/b.txt /tmp/one.conf /etc/renamed.conf; cat /v; pwd; "
+                     "id -u").stdout.splitlines()
+    assert shown[0].startswith("-rw-------") and " 65534 " in shown[0]
+    assert shown[2].startswith("-rw-r--r--") and "/etc/renamed.conf" in shown[2]
+    assert shown[4:] == ["v=given", "/new/dir", "65534"]
+    hist = layerbox(busybox_root, "history", "--no-trunc", "edge").stdout
+    assert "|1 V=given /bin/sh -c true" in hist and "LABEL k=v" in hist
+    assert "MAINTAINER me" in hist and "WORKDIR /new/dir" in hist
