@@ -26,6 +26,7 @@ Semantics follow the kernel overlay (``../shared/spec/union-fs.md``):
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -311,6 +312,10 @@ class Union(NameChanges, FilesAndMetadata):
             return os.stat(rel, dir_fd=self._fds[0], follow_symlinks=False)
         except FileNotFoundError:
             return None
+        except OSError as exc:
+            if exc.errno == errno.ENAMETOOLONG:  # ".wh." + a name near NAME_MAX
+                return None
+            raise
 
     def ensure_upper_dir(self, node: Node) -> None:
         """Copy directory NODE (and its parents) up, if it is not in the upper yet."""
@@ -323,7 +328,8 @@ class Union(NameChanges, FilesAndMetadata):
         rel = self.path(node)
         st = os.stat(rel, dir_fd=self._fds[node.layer], follow_symlinks=False)
         tmp = copy_entry(self._fds[node.layer], rel, st, self._work_fd)
-        os.rename(tmp, rel, src_dir_fd=self._work_fd, dst_dir_fd=self._fds[0])
+        with self._parent_times_kept(parent):
+            os.rename(tmp, rel, src_dir_fd=self._work_fd, dst_dir_fd=self._fds[0])
         node.layer = 0
         node.dir_layers = (0,) + layers
         node.merged_dir = True
@@ -344,8 +350,9 @@ class Union(NameChanges, FilesAndMetadata):
         if node.layer == 0:
             if node.origin is not None and self._upper_has(rel) is None:
                 self.ensure_upper_dir(parent)
-                os.link(self._index_name(node.origin), rel, src_dir_fd=self._work_fd,
-                        dst_dir_fd=self._fds[0], follow_symlinks=False)
+                with self._parent_times_kept(parent):
+                    os.link(self._index_name(node.origin), rel, src_dir_fd=self._work_fd,
+                            dst_dir_fd=self._fds[0], follow_symlinks=False)
                 self._set_remaining(node.origin, self._index[node.origin] - 1)
             return
         self.ensure_upper_dir(parent)
@@ -357,10 +364,22 @@ class Union(NameChanges, FilesAndMetadata):
                     dst_dir_fd=self._work_fd)
             self._set_remaining(origin, st.st_nlink - 1)
             node.origin = origin
-        os.rename(tmp, rel, src_dir_fd=self._work_fd, dst_dir_fd=self._fds[0])
+        with self._parent_times_kept(parent):
+            os.rename(tmp, rel, src_dir_fd=self._work_fd, dst_dir_fd=self._fds[0])
         node.layer = 0
         up = os.stat(rel, dir_fd=self._fds[0], follow_symlinks=False)
         self.nodes.bind(node, (up.st_dev, up.st_ino))
+
+    @contextlib.contextmanager
+    def _parent_times_kept(self, parent: Node):
+        """Copy-up is not a change of the parent: like the kernel overlay, put the upper
+        parent's atime/mtime back after linking the copy into it (else every copy-up
+        would show its parent as changed in ``diff``)."""
+        parent_rel = at(self.path(parent))
+        before = os.stat(parent_rel, dir_fd=self._fds[0], follow_symlinks=False)
+        yield
+        os.utime(parent_rel, ns=(before.st_atime_ns, before.st_mtime_ns),
+                 dir_fd=self._fds[0], follow_symlinks=False)
 
     def _materialize(self, node: Node) -> None:
         """Copy a directory's whole merged tree into the upper and make it opaque."""
