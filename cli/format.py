@@ -12,6 +12,8 @@ import sys
 from datetime import datetime, timezone
 from typing import Any, Iterable, Sequence, TextIO
 
+from cli.errors import UserError
+
 _DECIMAL_UNITS = ("B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB")
 
 
@@ -105,39 +107,16 @@ def print_json_array(items: list, out: TextIO | None = None) -> None:
 
 # -- --format ------------------------------------------------------------------------
 
-_FIELD_RE = re.compile(r"\{\{\s*(json\s+)?\.([A-Za-z0-9_.]*)\s*\}\}")
-
-
-def _lookup(obj: Any, path: str) -> Any:
-    for part in filter(None, path.split(".")):
-        if isinstance(obj, dict):
-            obj = obj.get(part)
-        else:
-            obj = getattr(obj, part, None)
-    return obj
-
-
-def go_value(value: Any) -> str:
-    """Go's ``fmt`` rendering of JSON values: ``[a b]``, ``map[k:v]``, ``<no value>``."""
-    if value is None:
-        return "<nil>"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, list):
-        return "[" + " ".join(go_value(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "map[" + " ".join(f"{k}:{go_value(v)}" for k, v in sorted(value.items())) + "]"
-    return str(value)
+_FIELD_RE = re.compile(r"\{\{\s*(?:json\s+)?\.([A-Za-z0-9_.]*)\s*\}\}")
 
 
 def render_template(template: str, obj: Any) -> str:
-    """A Go-template subset: ``{{.A.B}}``, ``{{json .A}}``, ``{{json .}}``, ``\\t``."""
-    def field(match: re.Match) -> str:
-        value = _lookup(obj, match[2])
-        if match[1]:
-            return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-        return go_value(value)
-    return _FIELD_RE.sub(field, template.replace("\\t", "\t").replace("\\n", "\n"))
+    """Docker's ``--format`` template (Go's text/template) applied to OBJ."""
+    from cli import gotemplate
+    try:
+        return gotemplate.render(template.replace("\\t", "\t").replace("\\n", "\n"), obj)
+    except gotemplate.TemplateError as exc:
+        raise UserError(f"template: {exc}") from None
 
 
 def print_formatted(fmt: str, items: list[dict], out: TextIO | None = None) -> None:
@@ -160,5 +139,5 @@ def print_formatted(fmt: str, items: list[dict], out: TextIO | None = None) -> N
 
 def _header(column: str) -> str:
     match = _FIELD_RE.search(column)
-    name = match[2].split(".")[-1] if match else column
+    name = match[1].split(".")[-1] if match else column
     return re.sub(r"(?<=[a-z])(?=[A-Z])", " ", name).upper()
