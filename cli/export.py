@@ -1,0 +1,58 @@
+"""``docker export``: a container's whole filesystem, as its processes see it, as one tar.
+
+A running container's own mount is read (after a syncfs, as diff does). A stopped
+container has no mount, so its upper dir is mounted read-only above its init and image
+layers — the same union the container saw, without touching its upper dir.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+from cli import containers
+from cli.errors import UserError
+
+log = logging.getLogger(__name__)
+
+
+def export_container(store, container: containers.Container, out: BinaryIO) -> None:
+    """Write the merged root filesystem of CONTAINER to OUT as an uncompressed tar."""
+    from overlayfs.layer_tar import LayerError, export_layer
+    with _merged_view(store, container) as root:
+        try:
+            export_layer(root, out)
+        except LayerError as exc:
+            raise UserError(str(exc)) from None
+
+
+@contextlib.contextmanager
+def _merged_view(store, container: containers.Container) -> Iterator[Path]:
+    merged = container.dir / "merged"
+    if container.status() in ("running", "paused") and containers.is_mounted(merged):
+        containers.syncfs(merged)
+        yield merged
+        return
+    if container.problem():
+        log.warning("container %s: %s", container.short_id, container.problem())
+    layers = [container.dir / "upper"] + container.lower_dirs(store)
+    view = Path(tempfile.mkdtemp(prefix="export-", dir=container.dir))
+    cmd = [containers.mount_program(), "-o",
+           "lowerdir=" + ":".join(str(p) for p in layers), str(view)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+                              timeout=120)
+        if proc.returncode != 0:
+            detail = (proc.stderr or proc.stdout).strip().splitlines()
+            raise UserError("cannot mount the container's filesystem: "
+                            + (detail[-1] if detail else "failed"))
+        yield view
+    finally:
+        containers.unmount(view)
+        with contextlib.suppress(OSError):
+            os.rmdir(view)
