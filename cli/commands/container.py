@@ -12,6 +12,7 @@ SUBCOMMANDS = [
     ("create", "create", "Create a new container"),
     ("diff", "diff", "Inspect changes to files or directories on a container's filesystem"),
     ("exec", "exec", "Execute a command in a running container"),
+    ("export", "export", "Export a container's filesystem as a tar archive"),
     ("inspect", "inspect", "Display detailed information on one or more containers"),
     ("kill", "kill", "Kill one or more running containers"),
     ("logs", "logs", "Fetch the logs of a container"),
