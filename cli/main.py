@@ -19,7 +19,8 @@ from cli.errors import UserError
 COMMAND_MODULES: list[str] = [
     "images", "image", "history", "tag", "rmi", "importcmd", "save", "load", "system",
     "run", "create", "start", "attach", "exec", "ps", "logs", "stop", "kill", "restart",
-    "rm", "wait", "pause", "unpause", "inspect", "diff", "commit", "export", "container",
+    "rm", "wait", "pause", "unpause", "inspect", "diff", "commit", "export", "cp",
+    "container",
     "push", "pull", "login", "logout", "build",
 ]
 

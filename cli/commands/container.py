@@ -9,6 +9,7 @@ import sys
 SUBCOMMANDS = [
     ("attach", "attach", "Attach to a running container"),
     ("commit", "commit", "Create a new image from a container's changes"),
+    ("cp", "cp", "Copy files/folders between a container and the local filesystem"),
     ("create", "create", "Create a new container"),
     ("diff", "diff", "Inspect changes to files or directories on a container's filesystem"),
     ("exec", "exec", "Execute a command in a running container"),

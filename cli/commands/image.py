@@ -6,12 +6,15 @@ import importlib
 
 #: (subcommand, module under cli.commands, help)
 SUBCOMMANDS = [
+    ("build", "build", "Build an image from a Dockerfile"),
     ("history", "history", "Show the history of an image"),
     ("import", "importcmd", "Import the contents from a tarball to create a filesystem image"),
     ("inspect", "image", "Display detailed information on one or more images"),
     ("load", "load", "Load an image from a tar archive or STDIN"),
     ("ls", "images", "List images"),
     ("prune", "prune", "Remove unused images"),
+    ("pull", "pull", "Download an image from a registry"),
+    ("push", "push", "Upload an image to a registry"),
     ("rm", "rmi", "Remove one or more images"),
     ("save", "save", "Save one or more images to a tar archive"),
     ("tag", "tag", "Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE"),
@@ -27,21 +30,19 @@ def register(subparsers) -> None:
                                aliases=ALIASES.get(name, []))
         if module == "image":
             add_inspect_arguments(sub)
-        elif module == "importcmd":
-            _import_arguments(sub)
+        elif module in ("importcmd", "build"):
+            _arguments_via_register(module, sub)
         else:
             importlib.import_module(f"cli.commands.{module}").add_arguments(sub)
     p.set_defaults(func=lambda args: (p.print_help(), 1)[1])
 
 
-def _import_arguments(sub) -> None:
-    # importcmd defines its parser inline; build it through a tiny shim subparsers object.
-    from cli.commands import importcmd
-
+def _arguments_via_register(module: str, sub) -> None:
+    # These modules define their parser inline; build it through a tiny shim subparsers object.
     class _One:
         def add_parser(self, *a, **kw):
             return sub
-    importcmd.register(_One())
+    importlib.import_module(f"cli.commands.{module}").register(_One())
 
 
 def add_inspect_arguments(p) -> None:
