@@ -277,6 +277,41 @@ def create(store, opts: CreateOptions) -> Container:
     return lookup(store, container_id)
 
 
+def rename(store, container: Container, new_name: str) -> None:
+    """Give CONTAINER another unique name (``docker rename``)."""
+    new_name = new_name.lstrip("/")
+    if not _valid_name(new_name):
+        raise UserError(f"Invalid container name ({new_name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] "
+                        "are allowed")
+    if new_name == container.name:
+        raise UserError("Renaming a container with the same name as its current name")
+    with store.transaction() as conn:
+        clash = conn.execute("SELECT id FROM containers WHERE name=?", (new_name,)).fetchone()
+        if clash:
+            raise UserError(f'Conflict. The container name "/{new_name}" is already in use by '
+                            f'container "{clash["id"]}". You have to remove (or rename) that '
+                            "container to be able to reuse that name.")
+        conn.execute("UPDATE containers SET name=? WHERE id=?", (new_name, container.id))
+
+
+def processes(store, container: Container, ps_args: list[str]) -> tuple[list[str], list[str]]:
+    """``docker top``: the header and the rows of host ``ps PS_ARGS`` for the container's
+    processes (its pids come from runc)."""
+    require_running(container)
+    pids = set(runc_for(store).pids(container.id))
+    proc = subprocess.run(["ps", *(ps_args or ["-ef"])], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise UserError(f"ps: {proc.stderr.strip() or 'failed'}")
+    lines = proc.stdout.splitlines()
+    if not lines or "PID" not in lines[0].split():
+        raise UserError('Couldn\'t find PID field in ps output')
+    column = lines[0].split().index("PID")
+    rows = [line for line in lines[1:]
+            if len(line.split()) > column and line.split()[column].isdigit()
+            and int(line.split()[column]) in pids]
+    return [lines[0]], rows
+
+
 def _valid_name(name: str) -> bool:
     import re
     return re.fullmatch(r"/?[a-zA-Z0-9][a-zA-Z0-9_.-]*", name) is not None

@@ -20,8 +20,8 @@ COMMAND_MODULES: list[str] = [
     "images", "image", "history", "tag", "rmi", "importcmd", "save", "load", "system",
     "run", "create", "start", "attach", "exec", "ps", "logs", "stop", "kill", "restart",
     "rm", "wait", "pause", "unpause", "inspect", "diff", "commit", "export", "cp",
-    "container",
-    "push", "pull", "login", "logout", "build",
+    "rename", "top", "container",
+    "push", "pull", "login", "logout", "build", "info", "version",
 ]
 
 DEFAULT_ROOT = "/var/lib/layerbox"

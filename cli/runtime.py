@@ -375,6 +375,11 @@ class Runc:
     def resume(self, container_id: str) -> None:
         self._run("resume", container_id)
 
+    def pids(self, container_id: str) -> list[int]:
+        """Host pids of every process in the container (``runc ps``)."""
+        proc = self._run("ps", "--format", "json", container_id)
+        return [int(pid) for pid in json.loads(proc.stdout or "[]") or []]
+
     def delete(self, container_id: str, *, force: bool = False) -> None:
         proc = self._run("delete", *(["--force"] if force else []), container_id, check=False)
         if proc.returncode != 0 and "does not exist" not in proc.stderr:

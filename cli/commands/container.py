@@ -20,11 +20,13 @@ SUBCOMMANDS = [
     ("ls", "ps", "List containers"),
     ("pause", "pause", "Pause all processes within one or more containers"),
     ("prune", None, "Remove all stopped containers"),
+    ("rename", "rename", "Rename a container"),
     ("restart", "restart", "Restart one or more containers"),
     ("rm", "rm", "Remove one or more containers"),
     ("run", "run", "Create and run a new container from an image"),
     ("start", "start", "Start one or more stopped containers"),
     ("stop", "stop", "Stop one or more running containers"),
+    ("top", "top", "Display the running processes of a container"),
     ("unpause", "unpause", "Unpause all processes within one or more containers"),
     ("wait", "wait", "Block until one or more containers stop"),
 ]
