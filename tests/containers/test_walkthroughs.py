@@ -26,7 +26,8 @@ def test_interactive_touch_diff_commit(root, mount_program, monkeypatch):
         term.expect(PROMPT)
         term.send("stty size\r")
         term.expect("30 100")            # the container's pty has the client's size
-        term.resize(40, 120)             # SIGWINCH is forwarded
+        term.settle(PROMPT)              # else the shell may take our typing as the
+        term.resize(40, 120)             # cursor-position answer; SIGWINCH is forwarded
         term.send("stty size\r")
         term.expect("40 120")
         term.send("sh -c 'echo start$((1+1)); exec sleep 300'\r")
