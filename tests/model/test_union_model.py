@@ -1,0 +1,153 @@
+"""The pure model, without FUSE or the kernel: overlayfs.model.Union over real layer
+directories, called as the adapter calls it; we look at what lands in the upper dir."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+
+import pytest
+
+from overlayfs import whiteout as wh
+from overlayfs.config import MountConfig
+from overlayfs.model import Union
+from overlayfs.nodes import ROOT_INODE
+from tests.support.overlay import Dir, File, HardLink, Symlink, Whiteout, build_layer
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="whiteouts and chown need root")
+
+TOP = {"etc/motd": File(b"hello", mode=0o640, uid=7, gid=8, xattrs={"user.k": b"v"}),
+       "gone": Whiteout(), "opaque": Dir(opaque="trusted"), "opaque/new": File(b"n"),
+       "link": Symlink("etc/motd")}
+BOTTOM = {"gone": File(b"old"), "opaque/hidden": File(b"h"), "dir/a": File(b"a"),
+          "dir/sub/b": File(b"b"), "hard1": File(b"shared"), "hard2": HardLink("hard1")}
+
+
+@pytest.fixture
+def union(tmp_path):
+    top = build_layer(tmp_path / "top", TOP)
+    bottom = build_layer(tmp_path / "bottom", BOTTOM)
+    upper, work = tmp_path / "upper", tmp_path / "work"
+    upper.mkdir()
+    work.mkdir()
+    u = Union(MountConfig(mountpoint=str(tmp_path / "mnt"), lowers=(str(top), str(bottom)),
+                          upper=str(upper), work=str(work)))
+    u.upper_dir = upper
+    yield u
+    u.close()
+
+
+def _ino(u: Union, path: str) -> int:
+    ino = ROOT_INODE
+    for part in filter(None, path.split("/")):
+        found = u.lookup(ino, part)
+        assert found is not None, path
+        ino = found[0].ino
+    return ino
+
+
+def _names(u: Union, path: str) -> list[str]:
+    return [name for name, _, _ in u.list_dir(u.nodes.get(_ino(u, path)))]
+
+
+def test_merged_listing_hides_whiteouts_and_what_opaque_dirs_cover(union):
+    assert _names(union, "") == ["dir", "etc", "hard1", "hard2", "link", "opaque"]
+    assert _names(union, "opaque") == ["new"]
+    assert union.lookup(ROOT_INODE, "gone") is None
+    assert union.lookup(ROOT_INODE, wh.whiteout_file_name("x")) is None
+    assert union.readlink(_ino(union, "link")) == "etc/motd"
+
+
+def test_copy_up_keeps_content_mode_owner_times_and_xattrs(union):
+    ino = _ino(union, "etc/motd")
+    _, before = union.getattr(ino)
+    fh = union.open(ino, os.O_WRONLY)
+    os.pwrite(union.handle(fh).fd, b" world", 5)     # the kernel sends offsets, as here
+    union.release(fh)
+    st = os.lstat(union.upper_dir / "etc/motd")
+    assert (union.upper_dir / "etc/motd").read_bytes() == b"hello world"
+    assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o640, 7, 8)
+    assert os.getxattr(union.upper_dir / "etc/motd", "user.k") == b"v"
+    assert union.getattr(ino)[0].layer == 0 and union.getattr(ino)[1].st_ino != before.st_ino
+    # Copy-up is not a change of the parent: its upper copy keeps the lower's mtime.
+    lower_etc = os.stat(union.config.lowers[0] + "/etc")
+    assert os.stat(union.upper_dir / "etc").st_mtime_ns == lower_etc.st_mtime_ns
+
+
+def test_deleting_a_lower_file_leaves_a_kernel_whiteout_without_copying_up(union):
+    union.unlink(_ino(union, "dir"), "a")
+    st = os.lstat(union.upper_dir / "dir/a")
+    assert stat.S_ISCHR(st.st_mode) and st.st_rdev == 0
+    assert _names(union, "dir") == ["sub"]
+    # Recreated: the whiteout is replaced by the new file.
+    fh, _, _ = union.create(_ino(union, "dir"), "a", 0o600, os.O_WRONLY, 0, 0)
+    union.release(fh)
+    assert stat.S_ISREG(os.lstat(union.upper_dir / "dir/a").st_mode)
+
+
+def test_a_directory_removed_and_recreated_is_opaque(union):
+    dir_ino = _ino(union, "dir")
+    union.unlink(_ino(union, "dir/sub"), "b")
+    union.rmdir(dir_ino, "sub")
+    union.unlink(dir_ino, "a")
+    union.rmdir(ROOT_INODE, "dir")
+    union.mkdir(ROOT_INODE, "dir", 0o755, 0, 0)
+    assert os.getxattr(union.upper_dir / "dir", wh.TRUSTED_OPAQUE) == b"y"
+    assert _names(union, "dir") == []
+    assert wh.TRUSTED_OPAQUE not in union.listxattr(_ino(union, "dir"))
+
+
+def test_rmdir_of_a_non_empty_merged_directory_is_refused(union):
+    with pytest.raises(OSError) as exc:
+        union.rmdir(ROOT_INODE, "dir")
+    assert exc.value.errno == errno.ENOTEMPTY
+
+
+def test_renaming_a_lower_directory_moves_its_tree(union):
+    union.rename(ROOT_INODE, "dir", ROOT_INODE, "moved", 0)
+    assert union.lookup(ROOT_INODE, "dir") is None
+    assert _names(union, "moved") == ["a", "sub"]
+    assert stat.S_ISCHR(os.lstat(union.upper_dir / "dir").st_mode)
+
+
+def test_hard_links_stay_one_inode_across_copy_up(union):
+    one, two = _ino(union, "hard1"), _ino(union, "hard2")
+    assert one == two
+    fh = union.open(one, os.O_WRONLY | os.O_TRUNC)
+    os.write(union.handle(fh).fd, b"changed")
+    union.release(fh)
+    assert union.getattr(two)[1].st_nlink == 2
+    fh = union.open(_ino(union, "hard2"), os.O_RDONLY)
+    assert os.pread(union.handle(fh).fd, 100, 0) == b"changed"
+    union.release(fh)
+
+
+def test_an_open_unlinked_file_reports_nlink_zero(union):
+    fh, node, _ = union.create(ROOT_INODE, "tmpfile", 0o644, os.O_RDWR, 0, 0)
+    union.unlink(ROOT_INODE, "tmpfile")
+    assert union.getattr(node.ino)[1].st_nlink == 0
+    union.release(fh)
+
+
+def test_names_and_private_names(union):
+    with pytest.raises(OSError) as exc:
+        union.lookup(ROOT_INODE, "n" * 256)
+    assert exc.value.errno == errno.ENAMETOOLONG
+    assert union.lookup(ROOT_INODE, "n" * 255) is None
+    fh, _, _ = union.create(ROOT_INODE, "n" * 255, 0o644, os.O_WRONLY, 0, 0)
+    union.release(fh)
+    with pytest.raises(OSError) as exc:
+        union.mkdir(ROOT_INODE, ".wh.sneaky", 0o755, 0, 0)
+    assert exc.value.errno == errno.EINVAL
+
+
+def test_a_read_only_union_refuses_writes(tmp_path):
+    lower = build_layer(tmp_path / "l", {"f": File(b"x")})
+    u = Union(MountConfig(mountpoint=str(tmp_path / "m"), lowers=(str(lower),)))
+    try:
+        with pytest.raises(OSError) as exc:
+            u.unlink(ROOT_INODE, "f")
+        assert exc.value.errno == errno.EROFS
+    finally:
+        u.close()
