@@ -32,11 +32,15 @@ class NameChanges:
         return False
 
     def _prepare_name(self, parent: Node, name: str) -> tuple[str, bool]:
-        """Get PARENT/NAME ready to be created in the upper; True if it hid a lower entry."""
+        """Get PARENT/NAME ready to be created in the upper; True if it replaced a
+        whiteout (a directory made there must be opaque, as the kernel makes it)."""
         self._require_writable()
         check_name(name)
         if wh.is_private_name(name):
             raise _err(errno.EINVAL)
+        if self._find_child(parent, name) is not None:
+            # The kernel looks the name up first; this guards a stale negative dentry.
+            raise _err(errno.EEXIST)
         self.ensure_upper_dir(parent)
         rel = child_path(self.path(parent), name)
         st = self._upper_has(rel)
@@ -50,7 +54,7 @@ class NameChanges:
         if self._upper_has(wh_rel) is not None:
             os.unlink(wh_rel, dir_fd=self._fds[0])
             replaced = True
-        return rel, replaced or self._lower_has(parent, name)
+        return rel, replaced
 
     def owner_for(self, parent: Node, uid: int, gid: int) -> tuple[int, int]:
         """Owner of a new entry: the caller, with the group of a setgid parent."""
