@@ -25,9 +25,7 @@ from typing import BinaryIO, Iterator
 
 from cli import containers
 from cli.errors import UserError
-
-MAX_SYMLINKS = 40
-
+from cli.rootpath import resolve_in_root
 
 @dataclass(frozen=True)
 class Endpoint:
@@ -44,32 +42,6 @@ def parse_endpoint(text: str) -> Endpoint:
             raise UserError(f"destination \"{text}\" must be a path in the container")
         return Endpoint(name, path)
     return Endpoint(None, text)
-
-
-def resolve_in_root(root: Path, path: str, *, follow_last: bool) -> Path:
-    """PATH inside ROOT, with symlinks (all but the last unless FOLLOW_LAST) resolved
-    relative to ROOT, as inside a chroot."""
-    pending = [p for p in path.split("/") if p not in ("", ".")]
-    resolved: list[str] = []
-    links = 0
-    while pending:
-        part = pending.pop(0)
-        if part == "..":
-            if resolved:
-                resolved.pop()
-            continue
-        candidate = root.joinpath(*resolved, part)
-        if (pending or follow_last) and candidate.is_symlink():
-            links += 1
-            if links > MAX_SYMLINKS:
-                raise UserError(f"too many levels of symbolic links: {path}")
-            target = os.readlink(candidate)
-            if target.startswith("/"):
-                resolved = []
-            pending = [p for p in target.split("/") if p not in ("", ".")] + pending
-            continue
-        resolved.append(part)
-    return root.joinpath(*resolved)
 
 
 @contextlib.contextmanager
@@ -101,12 +73,12 @@ def copy(store, src: Endpoint, dst: Endpoint, *, follow_link: bool = False,
     container = containers.lookup(store, name)
     with container_root(store, container) as root:
         if src.container:
-            source = resolve_in_root(root, src.path, follow_last=follow_link)
+            source = _resolve(root, src.path, follow_last=follow_link)
             _require_exists(source, f"{name}:{src.path}")
             if dst.path == "-":
                 return _write_tar(source, _base_name(src.path, source), stdout)
             return _copy_path(source, src.path, Path(dst.path), dst.path, archive=True)
-        target = resolve_in_root(root, dst.path, follow_last=True)
+        target = _resolve(root, dst.path, follow_last=True)
         if src.path == "-":
             return _extract_tar(stdin, target, f"{name}:{dst.path}")
         source = Path(src.path)
@@ -114,6 +86,13 @@ def copy(store, src: Endpoint, dst: Endpoint, *, follow_link: bool = False,
             source = source.resolve()
         _require_exists(source, src.path)
         return _copy_path(source, src.path, target, dst.path, archive=archive)
+
+
+def _resolve(root: Path, path: str, *, follow_last: bool) -> Path:
+    try:
+        return resolve_in_root(root, path, follow_last=follow_last)
+    except OSError as exc:
+        raise UserError(f"{path}: {exc.strerror}") from None
 
 
 def _require_exists(path: Path, shown: str) -> None:

@@ -14,7 +14,6 @@ RLIMIT_NOFILE, clamped to the current hard limit.
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import os
@@ -136,45 +135,12 @@ class ResolvedUser:
 
 def _read_in_root(rootfs: Path, path: str) -> str | None:
     """Read PATH as the container would see it: symlinks resolved inside ROOTFS."""
-    resolved = _resolve_in_root(rootfs, path)
-    if resolved is None:
-        return None
+    from cli.rootpath import resolve_in_root
     try:
-        with open(resolved, encoding="utf-8", errors="replace") as f:
+        with open(resolve_in_root(rootfs, path), encoding="utf-8", errors="replace") as f:
             return f.read()
     except OSError:
         return None
-
-
-def _resolve_in_root(rootfs: Path, path: str, depth: int = 0) -> Path | None:
-    """Follow PATH component by component, keeping every symlink inside ROOTFS."""
-    if depth > 40:
-        return None
-    parts = [p for p in path.split("/") if p not in ("", ".")]
-    current: list[str] = []
-    while parts:
-        part = parts.pop(0)
-        if part == "..":
-            if current:
-                current.pop()
-            continue
-        candidate = rootfs.joinpath(*current, part)
-        try:
-            target = os.readlink(candidate)
-        except OSError as exc:
-            if exc.errno == errno.EINVAL:      # not a symlink
-                current.append(part)
-                continue
-            if exc.errno == errno.ENOENT:
-                return None
-            raise
-        depth += 1
-        if depth > 40:
-            return None
-        if target.startswith("/"):
-            current = []
-        parts = [p for p in target.split("/") if p not in ("", ".")] + parts
-    return rootfs.joinpath(*current)
 
 
 def _parse_colon_file(text: str | None) -> list[list[str]]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 
 def add_arguments(p) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGE")
@@ -20,28 +18,13 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    import os
-
-    from cli.errors import UserError
+    from cli.output import refuse_terminal, write_archive
     from cli.store import open_store
     from cli.store.archive import save_images
 
-    if args.output is None and sys.stdout.isatty():
-        raise UserError("cowardly refusing to save to a terminal. Use the -o flag or "
-                        "redirect")
+    refuse_terminal(args.output)
     with open_store(args) as store:
-        if args.output is None:
-            save_images(store, args.images, sys.stdout.buffer, fmt=args.format)
-            sys.stdout.flush()
-            return 0
-        tmp = f"{args.output}.tmp-{os.getpid()}"
-        try:
-            with open(tmp, "wb") as out:
-                save_images(store, args.images, out, fmt=args.format)
-            os.replace(tmp, args.output)
-        except OSError as exc:
-            raise UserError(f"failed to save image: {exc}") from None
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        write_archive(args.output,
+                      lambda out: save_images(store, args.images, out, fmt=args.format),
+                      "failed to save image")
     return 0
