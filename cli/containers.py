@@ -213,6 +213,8 @@ class CreateOptions:
     open_stdin: bool = False
     network: str = "private"
     auto_remove: bool = False
+    #: OCI runtime-spec mounts from -v/--mount/--tmpfs (cli.mounts).
+    mounts: tuple[dict, ...] = ()
 
 
 def container_config(image_config: dict, opts: CreateOptions, hostname: str, image_id: str) -> dict:
@@ -251,7 +253,8 @@ def create(store, opts: CreateOptions) -> Container:
                                  else container_id[:12])
     config = container_config(image.config, opts, hostname, image.id)
     record = {"image": opts.image, "config": config, "network": opts.network,
-              "auto_remove": opts.auto_remove, "state": {"status": "created"}}
+              "auto_remove": opts.auto_remove, "mounts": list(opts.mounts),
+              "state": {"status": "created"}}
     cdir = store.root / "containers" / container_id
     created = now_rfc3339()
     with store.transaction() as conn:

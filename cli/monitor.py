@@ -125,7 +125,8 @@ class Monitor:
                 hostname=self.container.config.get("Hostname") or self.container.short_id,
                 tty=self.tty, network=self.container.record.get("network", "private"))
             spec = runtime.build_spec(process, rootfs=merged, container_id=self.container.id,
-                                      etc_dir=self.cdir / "etc")
+                                      etc_dir=self.cdir / "etc",
+                                      extra_mounts=self.container.record.get("mounts") or [])
             runtime.write_bundle(self.cdir / "bundle", spec)
             in_runc = True
             self._create()

@@ -213,7 +213,7 @@ def _nofile_limit() -> dict:
 
 
 def build_spec(process: ProcessSpec, *, rootfs: Path, container_id: str,
-               etc_dir: Path) -> dict:
+               etc_dir: Path, extra_mounts: list[dict] = ()) -> dict:
     """The bundle's config.json for a container of ROOTFS (an absolute mounted path)."""
     user = resolve_user(rootfs, process.user)
     namespaces = [{"type": t} for t in ("pid", "ipc", "uts", "mount")]
@@ -223,6 +223,7 @@ def build_spec(process: ProcessSpec, *, rootfs: Path, container_id: str,
     for name in ETC_FILES:
         mounts.append({"destination": f"/etc/{name}", "type": "bind",
                        "source": str(etc_dir / name), "options": ["rbind", "rprivate"]})
+    mounts += [dict(m) for m in extra_mounts]     # -v/--mount/--tmpfs, after the defaults
     caps = list(DEFAULT_CAPABILITIES)
     return {
         "ociVersion": "1.0.2",

@@ -21,8 +21,10 @@ def add_arguments(p) -> None:
 
 
 def container_document(store, container) -> dict:
+    from cli.mounts import docker_view
     state = container.state
     status = container.status()
+    mounts = container.record.get("mounts") or []
     return {
         "Id": container.id,
         "Created": container.created,
@@ -50,7 +52,11 @@ def container_document(store, container) -> dict:
         "ResolvConfPath": str(container.dir / "etc" / "resolv.conf"),
         "Driver": "layerbox-overlayfs",
         "HostConfig": {"NetworkMode": container.record.get("network", "private"),
-                       "AutoRemove": bool(container.record.get("auto_remove"))},
+                       "AutoRemove": bool(container.record.get("auto_remove")),
+                       "Binds": [f"{m['source']}:{m['destination']}"
+                                 + (":ro" if "ro" in m["options"] else "")
+                                 for m in mounts if m["type"] == "bind"] or None},
+        "Mounts": [docker_view(m) for m in mounts],
         "GraphDriver": {"Name": "layerbox-overlayfs", "Data": {
             "LowerDir": ":".join(str(p) for p in container.lower_dirs(store)),
             "UpperDir": str(container.dir / "upper"),

@@ -22,6 +22,12 @@ def add_create_arguments(p) -> None:
     p.add_argument("--entrypoint", help="overwrite the default ENTRYPOINT of the image")
     p.add_argument("--network", "--net", default="private", choices=["host", "none", "private"],
                    help="network: host (the host's), none (loopback only)")
+    p.add_argument("-v", "--volume", action="append", default=[], metavar="SRC:DST[:ro]",
+                   help="bind mount a host path")
+    p.add_argument("--mount", action="append", default=[], metavar="type=bind|tmpfs,…",
+                   help="attach a filesystem mount to the container")
+    p.add_argument("--tmpfs", action="append", default=[], metavar="PATH[:OPTIONS]",
+                   help="mount a tmpfs directory")
     p.add_argument("image", metavar="IMAGE")
     p.add_argument("command", nargs="...", metavar="COMMAND")
 
@@ -60,12 +66,13 @@ def _env_items(args) -> tuple[str, ...]:
 
 
 def create_from_args(store, args):
-    from cli import containers
+    from cli import containers, mounts
     opts = containers.CreateOptions(
         image=args.image, command=list(args.command), name=args.name,
         entrypoint=args.entrypoint, env=_env_items(args), workdir=args.workdir,
         user=args.user, hostname=args.hostname, tty=args.tty, open_stdin=args.interactive,
-        network=args.network, auto_remove=args.rm)
+        network=args.network, auto_remove=args.rm,
+        mounts=tuple(mounts.parse_all(args.volume, args.mount, args.tmpfs)))
     return containers.create(store, opts)
 
 
