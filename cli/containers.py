@@ -16,7 +16,7 @@ record) plus a directory ``<root>/containers/<id>/``::
 ``record`` is JSON owned by this module::
 
     {"image": name given by the user, "config": {Docker-style Cmd, Entrypoint, Env,
-     WorkingDir, User, Hostname, Tty, OpenStdin, Image}, "network": "private|none|host",
+     WorkingDir, User, Hostname, Tty, OpenStdin, Image}, "network": "bridge|none|host",
      "auto_remove": bool,
      "state": {"status": "created|running|paused|exited", "pid", "monitor_pid",
                "monitor_start", "exit_code", "error", "started_at", "finished_at"}}
@@ -211,7 +211,9 @@ class CreateOptions:
     hostname: str | None = None
     tty: bool = False
     open_stdin: bool = False
-    network: str = "private"
+    network: str = "bridge"
+    #: -p mappings (cli.network.PortMapping as dicts), for the bridge network.
+    ports: tuple[dict, ...] = ()
     auto_remove: bool = False
     #: OCI runtime-spec mounts from -v/--mount/--tmpfs (cli.mounts).
     mounts: tuple[dict, ...] = ()
@@ -254,6 +256,7 @@ def create(store, opts: CreateOptions) -> Container:
     config = container_config(image.config, opts, hostname, image.id)
     record = {"image": opts.image, "config": config, "network": opts.network,
               "auto_remove": opts.auto_remove, "mounts": list(opts.mounts),
+              "ports": list(opts.ports),
               "state": {"status": "created"}}
     cdir = store.root / "containers" / container_id
     created = now_rfc3339()

@@ -20,7 +20,7 @@ COMMAND_MODULES: list[str] = [
     "images", "image", "history", "tag", "rmi", "importcmd", "save", "load", "system",
     "run", "create", "start", "attach", "exec", "ps", "logs", "stop", "kill", "restart",
     "rm", "wait", "pause", "unpause", "inspect", "diff", "commit", "export", "cp",
-    "rename", "top", "container",
+    "rename", "top", "port", "container",
     "push", "pull", "login", "logout", "build", "info", "version",
 ]
 

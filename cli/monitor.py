@@ -94,6 +94,7 @@ class Monitor:
         self.stdin_pending = bytearray()
         self.stdin_closing = False             # EOF came while input was still pending
         self.pid: int | None = None
+        self.network = None                    # cli.network.UserModeNetwork, for "bridge"
         self.exit_status: int | None = None
         self.log_file = open(self.cdir / "container.log", "ab", buffering=0)
         self.listener: socket.socket | None = None
@@ -130,6 +131,7 @@ class Monitor:
             runtime.write_bundle(self.cdir / "bundle", spec)
             in_runc = True
             self._create()
+            self._connect_network()
         except Exception as exc:  # every failure before start is reported to the client
             message = str(exc) or type(exc).__name__
             log.error("start failed: %s", message, exc_info=not isinstance(exc, OSError)
@@ -219,6 +221,16 @@ class Monitor:
             os.set_blocking(fd, False)
         if self.stdin_w is not None:
             os.set_blocking(self.stdin_w, False)
+
+    def _connect_network(self) -> None:
+        """The default network: a user-mode stack in the namespace runc just made."""
+        if self.container.record.get("network") != "bridge":
+            return
+        from cli.network import PortMapping, UserModeNetwork
+        # Relative to our cwd, the container dir: sun_path is only 108 bytes.
+        self.network = UserModeNetwork(self.pid, Path("slirp.sock"))
+        for port in self.container.record.get("ports") or []:
+            self.network.publish(PortMapping(**port))
 
     def _listen(self) -> None:
         (self.cdir / "attach.sock").unlink(missing_ok=True)
@@ -483,6 +495,9 @@ class Monitor:
             self.runc.delete(self.container.id, force=True)
         except Exception as exc:
             log.warning("runc delete: %s", exc)
+        if self.network is not None:
+            self.network.stop()
+            self.network = None
         containers.unmount(self.cdir / "merged")
         try:
             containers.update_state(self.store, self.container.id, status="exited",

@@ -120,7 +120,7 @@ class ProcessSpec:
     user: str = ""              # "", "name", "uid", "name:group", "uid:gid"
     hostname: str = ""
     tty: bool = False
-    network: str = "private"    # "private" (own netns, loopback only), "none", "host"
+    network: str = "bridge"     # "bridge"/"none"/"private": own netns; "host": the host's
 
 
 @dataclass(frozen=True)
@@ -282,6 +282,9 @@ def write_etc_files(etc_dir: Path, *, hostname: str, network: str) -> None:
         resolv = Path("/etc/resolv.conf").read_text()
     except OSError:
         resolv = ""
+    if network == "bridge":
+        from cli.network import resolv_conf
+        resolv = resolv_conf(resolv)
     (etc_dir / "resolv.conf").write_text(resolv)
 
 

@@ -19,6 +19,7 @@ SUBCOMMANDS = [
     ("logs", "logs", "Fetch the logs of a container"),
     ("ls", "ps", "List containers"),
     ("pause", "pause", "Pause all processes within one or more containers"),
+    ("port", "port", "List port mappings or a specific mapping for the container"),
     ("prune", None, "Remove all stopped containers"),
     ("rename", "rename", "Rename a container"),
     ("restart", "restart", "Restart one or more containers"),

@@ -51,7 +51,9 @@ def container_document(store, container) -> dict:
         "HostsPath": str(container.dir / "etc" / "hosts"),
         "ResolvConfPath": str(container.dir / "etc" / "resolv.conf"),
         "Driver": "layerbox-overlayfs",
-        "HostConfig": {"NetworkMode": container.record.get("network", "private"),
+        "NetworkSettings": network_settings(container, status),
+        "HostConfig": {"NetworkMode": container.record.get("network", "bridge"),
+                       "PortBindings": _port_bindings(container.record.get("ports") or []),
                        "AutoRemove": bool(container.record.get("auto_remove")),
                        "Binds": [f"{m['source']}:{m['destination']}"
                                  + (":ro" if "ro" in m["options"] else "")
@@ -64,6 +66,23 @@ def container_document(store, container) -> dict:
             "MergedDir": str(container.dir / "merged")}},
         "Config": container.config,
     }
+
+
+def _port_bindings(ports: list[dict]) -> dict:
+    bindings: dict[str, list] = {}
+    for p in ports:
+        bindings.setdefault(f"{p['container_port']}/{p['proto']}", []).append(
+            {"HostIp": p["host_ip"], "HostPort": str(p["host_port"])})
+    return bindings
+
+
+def network_settings(container, status: str) -> dict:
+    from cli import network
+    bridged = container.record.get("network") == "bridge" and status in ("running", "paused")
+    return {"IPAddress": network.CONTAINER_IP if bridged else "",
+            "IPPrefixLen": 24 if bridged else 0,
+            "Gateway": network.GATEWAY if bridged else "",
+            "Ports": _port_bindings(container.record.get("ports") or []) if bridged else {}}
 
 
 def inspect(args) -> int:

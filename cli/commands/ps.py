@@ -61,8 +61,16 @@ def row(container, now: datetime, no_trunc: bool) -> dict:
         "Names": container.name,
         "Labels": ",".join(f"{k}={v}" for k, v in
                            sorted((container.config.get("Labels") or {}).items())),
-        "Mounts": "", "Networks": container.record.get("network", "private"), "Ports": "",
+        "Mounts": ",".join(m["destination"] for m in container.record.get("mounts") or []),
+        "Networks": container.record.get("network", "bridge"),
+        "Ports": ports_text(container.record.get("ports") or []),
     }
+
+
+def ports_text(ports: list[dict]) -> str:
+    """docker ps' PORTS: ``0.0.0.0:8080->80/tcp, …``."""
+    return ", ".join(f"{p['host_ip']}:{p['host_port']}->{p['container_port']}/{p['proto']}"
+                     for p in ports)
 
 
 def ps(args) -> int:
@@ -81,7 +89,7 @@ def ps(args) -> int:
     if args.format:
         print_formatted(args.format, rows)
         return 0
-    print_table(["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES"],
-                [[r["ID"], r["Image"], r["Command"], r["RunningFor"], r["Status"], r["Names"]]
-                 for r in rows])
+    print_table(["CONTAINER ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS", "NAMES"],
+                [[r["ID"], r["Image"], r["Command"], r["RunningFor"], r["Status"], r["Ports"],
+                  r["Names"]] for r in rows])
     return 0

@@ -20,8 +20,12 @@ def add_create_arguments(p) -> None:
     p.add_argument("-u", "--user", help="username or UID (format: <name|uid>[:<group|gid>])")
     p.add_argument("-h", "--hostname", help="container host name")
     p.add_argument("--entrypoint", help="overwrite the default ENTRYPOINT of the image")
-    p.add_argument("--network", "--net", default="private", choices=["host", "none", "private"],
-                   help="network: host (the host's), none (loopback only)")
+    p.add_argument("--network", "--net", default="bridge", metavar="NETWORK",
+                   help="bridge (default: own namespace with outbound access and -p), "
+                        "host (the host's), none (loopback only)")
+    p.add_argument("-p", "--publish", action="append", default=[],
+                   metavar="[IP:][HOST_PORT:]CONTAINER_PORT[/PROTO]",
+                   help="publish a container's port to the host")
     p.add_argument("-v", "--volume", action="append", default=[], metavar="SRC:DST[:ro]",
                    help="bind mount a host path")
     p.add_argument("--mount", action="append", default=[], metavar="type=bind|tmpfs,…",
@@ -66,12 +70,21 @@ def _env_items(args) -> tuple[str, ...]:
 
 
 def create_from_args(store, args):
-    from cli import containers, mounts
+    import dataclasses
+
+    from cli import containers, mounts, network
+    mode = network.normalize_mode(args.network)
+    ports = [network.parse_publish(p) for p in args.publish]
+    if ports and mode != "bridge":
+        import sys
+        print(f"WARNING: Published ports are discarded when using {mode} network mode",
+              file=sys.stderr)
+        ports = []
     opts = containers.CreateOptions(
         image=args.image, command=list(args.command), name=args.name,
         entrypoint=args.entrypoint, env=_env_items(args), workdir=args.workdir,
         user=args.user, hostname=args.hostname, tty=args.tty, open_stdin=args.interactive,
-        network=args.network, auto_remove=args.rm,
+        network=mode, ports=tuple(dataclasses.asdict(p) for p in ports), auto_remove=args.rm,
         mounts=tuple(mounts.parse_all(args.volume, args.mount, args.tmpfs)))
     return containers.create(store, opts)
 

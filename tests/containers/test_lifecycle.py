@@ -27,7 +27,8 @@ def test_run_output_exit_code_and_logs(root):
     assert (logs.stdout, logs.stderr) == ("out\n", "err\n")
     assert layerbox(root, "diff", "t").stdout == ""      # nothing changed, nothing listed
     ps = layerbox(root, "ps", "-a").stdout.splitlines()
-    assert ps[0].split() == ["CONTAINER", "ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "NAMES"]
+    assert ps[0].split() == ["CONTAINER", "ID", "IMAGE", "COMMAND", "CREATED", "STATUS", "PORTS",
+                             "NAMES"]
     assert "Exited (3)" in ps[1] and ps[1].endswith("t")
     assert layerbox(root, "ps").stdout.splitlines()[1:] == []
 
@@ -181,8 +182,12 @@ def test_start_attach_interactive(root):
 
 
 def test_network_modes(root):
-    own = layerbox(root, "run", "--rm", "busybox", "cat", "/proc/net/dev").stdout
+    own = layerbox(root, "run", "--rm", "--network", "none", "busybox", "cat",
+                   "/proc/net/dev").stdout
     assert [line.split(":")[0].strip() for line in own.splitlines()[2:]] == ["lo"]
+    bridged = layerbox(root, "run", "--rm", "busybox", "cat", "/proc/net/dev").stdout
+    assert sorted(line.split(":")[0].strip() for line in bridged.splitlines()[2:]) == \
+        ["lo", "tap0"]
     host_hostname = os.uname().nodename
     assert layerbox(root, "run", "--rm", "--network", "host", "busybox",
                     "hostname").stdout.strip() == host_hostname
