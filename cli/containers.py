@@ -36,7 +36,7 @@ import secrets
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -215,6 +215,10 @@ class CreateOptions:
     #: -p mappings (cli.network.PortMapping as dicts), for the bridge network.
     ports: tuple[dict, ...] = ()
     auto_remove: bool = False
+    labels: tuple[str, ...] = ()               # KEY=VALUE, over the image's labels
+    stop_signal: str | None = None
+    #: runtime.Security fields: cap_add, cap_drop, privileged, read_only.
+    security: dict = field(default_factory=dict)
     #: OCI runtime-spec mounts from -v/--mount/--tmpfs (cli.mounts).
     mounts: tuple[dict, ...] = ()
 
@@ -240,7 +244,11 @@ def container_config(image_config: dict, opts: CreateOptions, hostname: str, ima
         "Tty": opts.tty, "OpenStdin": opts.open_stdin, "Env": env,
         "Cmd": cmd or None, "Entrypoint": entrypoint or None,
         "WorkingDir": opts.workdir if opts.workdir is not None else cfg.get("WorkingDir", ""),
-        "Image": opts.image, "Labels": dict(cfg.get("Labels") or {}),
+        "Image": opts.image,
+        "Labels": {**(cfg.get("Labels") or {}),
+                   **dict(label.partition("=")[::2] for label in opts.labels)},
+        **({"StopSignal": opts.stop_signal or cfg.get("StopSignal")}
+           if opts.stop_signal or cfg.get("StopSignal") else {}),
     }
 
 
@@ -256,7 +264,7 @@ def create(store, opts: CreateOptions) -> Container:
     config = container_config(image.config, opts, hostname, image.id)
     record = {"image": opts.image, "config": config, "network": opts.network,
               "auto_remove": opts.auto_remove, "mounts": list(opts.mounts),
-              "ports": list(opts.ports),
+              "ports": list(opts.ports), "security": dict(opts.security),
               "state": {"status": "created"}}
     cdir = store.root / "containers" / container_id
     created = now_rfc3339()
@@ -493,7 +501,7 @@ def stop(store, container: Container, timeout: float = 10) -> None:
         return
     runc = runc_for(store)
     with contextlib.suppress(UserError):
-        runc.kill(container.id, container.record.get("stop_signal") or "TERM")
+        runc.kill(container.id, container.config.get("StopSignal") or "TERM")
     if status == "paused":
         with contextlib.suppress(UserError):
             runc.resume(container.id)

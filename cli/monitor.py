@@ -127,7 +127,9 @@ class Monitor:
                 tty=self.tty, network=self.container.record.get("network", "private"))
             spec = runtime.build_spec(process, rootfs=merged, container_id=self.container.id,
                                       etc_dir=self.cdir / "etc",
-                                      extra_mounts=self.container.record.get("mounts") or [])
+                                      extra_mounts=self.container.record.get("mounts") or [],
+                                      security=runtime.Security(
+                                          **self.container.record.get("security", {})))
             runtime.write_bundle(self.cdir / "bundle", spec)
             in_runc = True
             self._create()

@@ -35,6 +35,20 @@ DEFAULT_CAPABILITIES = [
     "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
 ]
 
+#: Every capability runc 1.1 knows, in kernel bit order; --privileged and --cap-add=ALL
+#: give those of them the host's bounding set has (host_capabilities()).
+ALL_CAPABILITIES = [
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID",
+    "CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW",
+    "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE",
+    "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ",
+    "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
+]
+
 #: moby oci/defaults.go
 MASKED_PATHS = [
     "/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
@@ -121,6 +135,54 @@ class ProcessSpec:
     hostname: str = ""
     tty: bool = False
     network: str = "bridge"     # "bridge"/"none"/"private": own netns; "host": the host's
+
+
+@dataclass(frozen=True)
+class Security:
+    """--cap-add, --cap-drop, --privileged and --read-only."""
+
+    cap_add: tuple[str, ...] = ()
+    cap_drop: tuple[str, ...] = ()
+    privileged: bool = False
+    read_only: bool = False
+
+    def capabilities(self) -> list[str]:
+        """Docker's rule (oci/caps TweakCapabilities): ALL in adds gives every capability
+        less the drops; ALL in drops keeps only the adds; else defaults + adds - drops."""
+        available = host_capabilities()
+        if self.privileged:
+            return available
+        adds = [normalize_capability(c) for c in self.cap_add]
+        drops = [normalize_capability(c) for c in self.cap_drop]
+        missing = [c for c in adds if c != "ALL" and c not in available]
+        if missing:
+            raise UserError(f"capability {missing[0]} is not available on this host")
+        if "ALL" in adds:
+            return [c for c in available if c not in drops]
+        base = [] if "ALL" in drops else list(DEFAULT_CAPABILITIES)
+        caps = base + [c for c in adds if c not in base]
+        return [c for c in caps if c not in drops or c in adds and "ALL" in drops]
+
+
+def host_capabilities() -> list[str]:
+    """The capabilities our own bounding set allows (a container cannot get more)."""
+    try:
+        with open("/proc/self/status") as f:
+            line = next(line for line in f if line.startswith("CapBnd:"))
+        mask = int(line.split()[1], 16)
+    except (OSError, StopIteration, ValueError):
+        return list(DEFAULT_CAPABILITIES)
+    return [cap for bit, cap in enumerate(ALL_CAPABILITIES) if mask >> bit & 1]
+
+
+def normalize_capability(name: str) -> str:
+    upper = name.upper()
+    if upper == "ALL":
+        return "ALL"
+    cap = upper if upper.startswith("CAP_") else "CAP_" + upper
+    if cap not in ALL_CAPABILITIES:
+        raise UserError(f"invalid capability: {name}")
+    return cap
 
 
 @dataclass(frozen=True)
@@ -213,7 +275,8 @@ def _nofile_limit() -> dict:
 
 
 def build_spec(process: ProcessSpec, *, rootfs: Path, container_id: str,
-               etc_dir: Path, extra_mounts: list[dict] = ()) -> dict:
+               etc_dir: Path, extra_mounts: list[dict] = (),
+               security: Security = Security()) -> dict:
     """The bundle's config.json for a container of ROOTFS (an absolute mounted path)."""
     user = resolve_user(rootfs, process.user)
     namespaces = [{"type": t} for t in ("pid", "ipc", "uts", "mount")]
@@ -224,7 +287,25 @@ def build_spec(process: ProcessSpec, *, rootfs: Path, container_id: str,
         mounts.append({"destination": f"/etc/{name}", "type": "bind",
                        "source": str(etc_dir / name), "options": ["rbind", "rprivate"]})
     mounts += [dict(m) for m in extra_mounts]     # -v/--mount/--tmpfs, after the defaults
-    caps = list(DEFAULT_CAPABILITIES)
+    caps = security.capabilities()
+    linux = {
+        # cgroupfs driver: there is no systemd here (hybrid v1 + v2 hierarchy).
+        "cgroupsPath": f"/layerbox/{container_id}",
+        "resources": {"devices": _DEVICE_RULES},
+        "namespaces": namespaces,
+        "maskedPaths": list(MASKED_PATHS),
+        "readonlyPaths": list(READONLY_PATHS),
+        "seccomp": default_seccomp(),
+    }
+    if security.privileged:
+        # As Docker: no seccomp filter, nothing masked, every device allowed, /sys and
+        # the cgroup tree writable.
+        linux.update(resources={"devices": [{"allow": True, "access": "rwm"}]},
+                     maskedPaths=[], readonlyPaths=[])
+        del linux["seccomp"]
+        for mount in mounts:
+            if mount["type"] in ("sysfs", "cgroup"):
+                mount["options"] = [o for o in mount["options"] if o != "ro"]
     return {
         "ociVersion": "1.0.2",
         "process": {
@@ -240,18 +321,10 @@ def build_spec(process: ProcessSpec, *, rootfs: Path, container_id: str,
             "rlimits": [_nofile_limit()],
             "noNewPrivileges": False,
         },
-        "root": {"path": str(rootfs), "readonly": False},
+        "root": {"path": str(rootfs), "readonly": security.read_only},
         "hostname": process.hostname,
         "mounts": mounts,
-        "linux": {
-            # cgroupfs driver: there is no systemd here (hybrid v1 + v2 hierarchy).
-            "cgroupsPath": f"/layerbox/{container_id}",
-            "resources": {"devices": _DEVICE_RULES},
-            "namespaces": namespaces,
-            "maskedPaths": list(MASKED_PATHS),
-            "readonlyPaths": list(READONLY_PATHS),
-            "seccomp": default_seccomp(),
-        },
+        "linux": linux,
     }
 
 

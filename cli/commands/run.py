@@ -32,6 +32,18 @@ def add_create_arguments(p) -> None:
                    help="attach a filesystem mount to the container")
     p.add_argument("--tmpfs", action="append", default=[], metavar="PATH[:OPTIONS]",
                    help="mount a tmpfs directory")
+    p.add_argument("--cap-add", action="append", default=[], metavar="CAP",
+                   help="add Linux capabilities (or ALL)")
+    p.add_argument("--cap-drop", action="append", default=[], metavar="CAP",
+                   help="drop Linux capabilities (or ALL)")
+    p.add_argument("--privileged", action="store_true",
+                   help="give extended privileges to this container")
+    p.add_argument("--read-only", action="store_true",
+                   help="mount the container's root filesystem as read only")
+    p.add_argument("-l", "--label", action="append", default=[], metavar="KEY=VALUE",
+                   help="set metadata on a container")
+    p.add_argument("--stop-signal", default=None, metavar="SIGNAL",
+                   help="signal to stop the container")
     p.add_argument("image", metavar="IMAGE")
     p.add_argument("command", nargs="...", metavar="COMMAND")
 
@@ -69,6 +81,15 @@ def _env_items(args) -> tuple[str, ...]:
     return tuple(resolved)
 
 
+def _security(args) -> dict:
+    from cli import runtime
+    security = runtime.Security(cap_add=tuple(args.cap_add), cap_drop=tuple(args.cap_drop),
+                                privileged=args.privileged, read_only=args.read_only)
+    security.capabilities()            # an unknown capability is an error now, not at start
+    return {name: getattr(security, name)
+            for name in ("cap_add", "cap_drop", "privileged", "read_only")}
+
+
 def create_from_args(store, args):
     import dataclasses
 
@@ -85,6 +106,8 @@ def create_from_args(store, args):
         entrypoint=args.entrypoint, env=_env_items(args), workdir=args.workdir,
         user=args.user, hostname=args.hostname, tty=args.tty, open_stdin=args.interactive,
         network=mode, ports=tuple(dataclasses.asdict(p) for p in ports), auto_remove=args.rm,
+        labels=tuple(label if "=" in label else f"{label}=" for label in args.label),
+        stop_signal=args.stop_signal, security=_security(args),
         mounts=tuple(mounts.parse_all(args.volume, args.mount, args.tmpfs)))
     return containers.create(store, opts)
 
