@@ -262,22 +262,28 @@ def create(store, opts: CreateOptions) -> Container:
     hostname = opts.hostname or (os.uname().nodename if opts.network == "host"
                                  else container_id[:12])
     config = container_config(image.config, opts, hostname, image.id)
+    from cli import volumes
+    mounts = volumes.attach(store, list(opts.mounts))
     record = {"image": opts.image, "config": config, "network": opts.network,
-              "auto_remove": opts.auto_remove, "mounts": list(opts.mounts),
+              "auto_remove": opts.auto_remove, "mounts": mounts,
               "ports": list(opts.ports), "security": dict(opts.security),
               "state": {"status": "created"}}
     cdir = store.root / "containers" / container_id
     created = now_rfc3339()
-    with store.transaction() as conn:
-        name = opts.name or _random_name(conn)
-        clash = conn.execute("SELECT id FROM containers WHERE name=?", (name,)).fetchone()
-        if clash:
-            raise UserError(f'Conflict. The container name "/{name}" is already in use by '
-                            f'container "{clash["id"]}". You have to remove (or rename) that '
-                            "container to be able to reuse that name.")
-        conn.execute("INSERT INTO containers(id, name, image_id, created, record) "
-                     "VALUES (?, ?, ?, ?, ?)",
-                     (container_id, name, image.id, created, json.dumps(record)))
+    try:
+        with store.transaction() as conn:
+            name = opts.name or _random_name(conn)
+            clash = conn.execute("SELECT id FROM containers WHERE name=?", (name,)).fetchone()
+            if clash:
+                raise UserError(f'Conflict. The container name "/{name}" is already in use by '
+                                f'container "{clash["id"]}". You have to remove (or rename) that '
+                                "container to be able to reuse that name.")
+            conn.execute("INSERT INTO containers(id, name, image_id, created, record) "
+                         "VALUES (?, ?, ?, ?, ?)",
+                         (container_id, name, image.id, created, json.dumps(record)))
+    except UserError:
+        volumes.remove_anonymous(store, mounts)
+        raise
     try:
         for sub in ("upper", "work", "merged"):
             (cdir / sub).mkdir(parents=True, exist_ok=True)
@@ -439,8 +445,10 @@ def remove_files(cdir: Path) -> None:
     shutil.rmtree(cdir, ignore_errors=True)
 
 
-def remove(store, container: Container, *, force: bool = False) -> None:
-    """Delete a container: refuses a running one unless FORCE (then kills it first)."""
+def remove(store, container: Container, *, force: bool = False,
+           volumes: bool = False) -> None:
+    """Delete a container: refuses a running one unless FORCE (then kills it first);
+    VOLUMES also removes its anonymous volumes (rm -v)."""
     status = container.status()
     if status in ("running", "paused") and not force:
         raise UserError(f"You cannot remove a {status} container {container.id}. "
@@ -460,6 +468,9 @@ def remove(store, container: Container, *, force: bool = False) -> None:
     remove_files(container.dir)
     with store.transaction() as conn:
         conn.execute("DELETE FROM containers WHERE id=?", (container.id,))
+    if volumes:
+        from cli import volumes as volume_store
+        volume_store.remove_anonymous(store, container.record.get("mounts") or [])
 
 
 # -- start / stop ---------------------------------------------------------------------------

@@ -21,7 +21,7 @@ COMMAND_MODULES: list[str] = [
     "run", "create", "start", "attach", "exec", "ps", "logs", "stop", "kill", "restart",
     "rm", "wait", "pause", "unpause", "inspect", "diff", "commit", "export", "cp",
     "rename", "top", "port", "container",
-    "push", "pull", "login", "logout", "build", "info", "version",
+    "volume", "push", "pull", "login", "logout", "build", "info", "version",
 ]
 
 DEFAULT_ROOT = "/var/lib/layerbox"

@@ -115,10 +115,11 @@ class Monitor:
     # -- main -------------------------------------------------------------------------
 
     def run(self) -> int:
-        from cli import containers, runtime
+        from cli import containers, runtime, volumes
         in_runc = False     # a failure before runc is ours (125); runc's may be 126/127
         try:
             merged = containers.mount_rootfs(self.container, self.store)
+            volumes.populate(merged, self.container.record.get("mounts") or [])
             process = runtime.ProcessSpec(
                 args=self.container.command_args, env=self.container.config.get("Env") or [],
                 workdir=self.container.config.get("WorkingDir") or "/",
@@ -509,7 +510,8 @@ class Monitor:
             return
         if self.container.record.get("auto_remove"):
             try:
-                containers.remove(self.store, containers.reload(self.store, self.container))
+                containers.remove(self.store, containers.reload(self.store, self.container),
+                                  volumes=True)     # --rm takes its anonymous volumes too
             except Exception as exc:
                 log.warning("auto-remove failed: %s", exc)
         if self.listener is not None:

@@ -2,9 +2,10 @@
 
 Parsed here into OCI runtime-spec mounts (what ``config.json`` lists) and Docker's
 ``Mounts`` view for ``inspect``. What a container writes below such a mount goes to
-the host (or to memory), never to its upper dir, so ``diff`` and ``commit`` leave it
-out as Docker does; the empty mount point itself is made by runc inside the rootfs.
-Named volumes are not implemented: a bare name as the source is refused.
+the host, a volume (cli.volumes) or memory, never to its upper dir, so ``diff`` and
+``commit`` leave it out as Docker does; the empty mount point itself is made by runc
+inside the rootfs. A volume mount carries ``volume`` (its name) and gets its
+``source`` when cli.volumes.attach creates the volume.
 """
 
 from __future__ import annotations
@@ -27,11 +28,19 @@ def _destination(path: str, flag: str) -> str:
     return path
 
 
+def _volume(name: str | None, destination: str, read_only: bool, copy: bool,
+            flag: str) -> dict:
+    from cli.volumes import is_volume_name
+    if name is not None and not is_volume_name(name):
+        raise UserError(f'invalid {flag} specification: "{name}" includes invalid characters '
+                        'for a local volume name, only "[a-zA-Z0-9][a-zA-Z0-9_.-]" are allowed')
+    return {"destination": _destination(destination, flag), "type": "bind", "source": None,
+            "options": ["rbind", "rprivate"] + (["ro"] if read_only else []),
+            "volume": name, "anonymous": name is None, "copy": copy}
+
+
 def _bind(source: str, destination: str, read_only: bool, propagation: str,
           create_missing: bool, flag: str) -> dict:
-    if not source.startswith("/"):
-        raise UserError(f"invalid {flag} specification: {source!r} is not an absolute host "
-                        "path (named volumes are not supported)")
     source = os.path.normpath(source)
     if not os.path.exists(source):
         if not create_missing:
@@ -44,13 +53,17 @@ def _bind(source: str, destination: str, read_only: bool, propagation: str,
 
 
 def parse_volume(spec: str) -> dict:
-    """``-v /host:/ctr[:ro|rw][,propagation]``."""
+    """``-v /host:/ctr[:ro|rw][,propagation]``, ``-v NAME:/ctr[:ro]``, ``-v /ctr``."""
     parts = spec.split(":")
+    if len(parts) == 1 and parts[0]:
+        return _volume(None, parts[0], False, True, "volume")     # anonymous
     if len(parts) not in (2, 3) or not all(parts[:2]):
         raise UserError(f"invalid volume specification: '{spec}'")
     modes = set(parts[2].split(",")) if len(parts) == 3 else set()
     if not modes <= _BIND_MODES or {"ro", "rw"} <= modes:
         raise UserError(f"invalid mode: {parts[2]}")
+    if not parts[0].startswith("/"):
+        return _volume(parts[0], parts[1], "ro" in modes, "nocopy" not in modes, "volume")
     propagation = next((m for m in modes if "private" in m or "shared" in m or "slave" in m),
                        "rprivate")
     return _bind(parts[0], parts[1], "ro" in modes, propagation, True, "volume")
@@ -80,6 +93,10 @@ def parse_mount(spec: str) -> dict:
             raise UserError("invalid argument for --mount: source is required for bind mounts")
         propagation = fields.pop("bind-propagation", "rprivate")
         mount = _bind(source, target, read_only, propagation, False, "mount")
+    elif kind == "volume":
+        source = fields.pop("source", None) or fields.pop("src", None)
+        nocopy = fields.pop("volume-nocopy", "false").lower() in ("1", "true")
+        mount = _volume(source or None, target, read_only, not nocopy, "mount")
     elif kind == "tmpfs":
         mount = _tmpfs(target, fields.pop("tmpfs-size", None), fields.pop("tmpfs-mode", None),
                        "mount")
@@ -87,7 +104,7 @@ def parse_mount(spec: str) -> dict:
             mount["options"].append("ro")
     else:
         raise UserError(f"invalid argument for --mount: type {kind!r} is not supported "
-                        "(bind, tmpfs)")
+                        "(bind, volume, tmpfs)")
     if fields:
         raise UserError(f"unexpected key '{next(iter(fields))}' in '{spec}'")
     return mount
@@ -126,6 +143,11 @@ def parse_all(volumes=(), mounts=(), tmpfs=()) -> list[dict]:
 def docker_view(mount: dict) -> dict:
     """One entry of ``inspect``'s ``Mounts``."""
     options = mount.get("options", [])
+    if mount.get("volume"):
+        return {"Type": "volume", "Name": mount["volume"], "Source": mount["source"],
+                "Destination": mount["destination"], "Driver": "local",
+                "Mode": "ro" if "ro" in options else "z", "RW": "ro" not in options,
+                "Propagation": ""}
     propagation = next((o for o in options if o.endswith(("private", "shared", "slave"))), "")
     return {"Type": mount["type"], "Source": mount["source"] if mount["type"] == "bind" else "",
             "Destination": mount["destination"], "Mode": "ro" if "ro" in options else "",

@@ -12,7 +12,7 @@ def register(subparsers) -> None:
     p.add_argument("-f", "--force", action="store_true",
                    help="force the removal of a running container (uses SIGKILL)")
     p.add_argument("-v", "--volumes", action="store_true",
-                   help="remove anonymous volumes (there are none yet; accepted for Docker)")
+                   help="remove anonymous volumes associated with the container")
     p.add_argument("containers", nargs="+", metavar="CONTAINER")
     p.set_defaults(func=rm)
 
@@ -24,7 +24,8 @@ def rm(args) -> int:
     with Store.open(args.root) as store:
         for name in args.containers:
             try:
-                containers.remove(store, containers.lookup(store, name), force=args.force)
+                containers.remove(store, containers.lookup(store, name), force=args.force,
+                                  volumes=args.volumes)
                 print(name)
             except UserError as exc:
                 print(f"Error: {exc}", file=sys.stderr)

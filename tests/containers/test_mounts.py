@@ -38,11 +38,12 @@ def test_bind_mounts_and_tmpfs_reach_the_container(root, tmp_path):
 
 
 @pytest.mark.parametrize("spec, message", [
-    ("relative:/x", "not an absolute host path"),
+    ("bad name:/x", "invalid characters for a local volume name"),
     ("/tmp:rel", "must be absolute"),
     ("/tmp:/", "can't be '/'"),
     ("/tmp:/x:bogus", "invalid mode"),
-    ("/tmp", "invalid volume specification"),
+    ("/tmp:", "invalid volume specification"),
+    ("relative", "must be absolute"),
 ])
 def test_bad_volume_specs(spec, message):
     with pytest.raises(UserError, match=message):
@@ -53,7 +54,10 @@ def test_mount_syntax():
     assert parse_mount("type=bind,src=/tmp,dst=/x,readonly")["options"] == \
         ["rbind", "rprivate", "ro"]
     assert parse_mount("type=tmpfs,target=/t,tmpfs-size=1m")["options"][-1] == "size=1m"
-    for bad in ("type=bind,target=/x", "type=volume,target=/x", "type=bind,src=/nonexistent-x,"
+    assert parse_volume("name:/x")["volume"] == "name"
+    assert parse_volume("/anonymous")["anonymous"] is True
+    assert parse_mount("type=volume,target=/x,volume-nocopy=true")["copy"] is False
+    for bad in ("type=bind,target=/x", "type=image,target=/x", "type=bind,src=/nonexistent-x,"
                 "target=/x", "target", "type=tmpfs,target=/t,color=red"):
         with pytest.raises(UserError):
             parse_mount(bad)
@@ -62,6 +66,6 @@ def test_mount_syntax():
 
 
 def test_bad_mount_flags_are_one_line_errors(root):
-    out = layerbox(root, "run", "--rm", "-v", "name:/x", "busybox", "true", check=False)
+    out = layerbox(root, "run", "--rm", "-v", "/tmp:/x:bogus", "busybox", "true", check=False)
     assert out.returncode != 0 and out.stderr.count("\n") == 1
     assert not layerbox(root, "ps", "-aq").stdout     # nothing was created
