@@ -11,8 +11,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import logging
-import os
-import threading
 
 from cli import containers
 from cli.errors import UserError
@@ -65,35 +63,17 @@ def commit_config(base: dict, container, *, author: str, message: str,
 
 
 def export_upper(store, container):
-    """Stream the container's upper dir into the store as one layer (a pipe + a writer
-    thread, so the tar is never held in memory)."""
+    """Stream the container's upper dir into the store as one layer: the tar writer hands
+    its bytes straight to the store's hasher and compressor (never held in memory)."""
     from overlayfs.layer_tar import LayerError, export_layer
     image = store.get_image(container.image_id)
     lowers = container.lower_dirs(store)
-    read_fd, write_fd = os.pipe()
-    failure: list[BaseException] = []
-
-    def write() -> None:
-        try:
-            with os.fdopen(write_fd, "wb") as out:
-                export_layer(container.dir / "upper", out, lowers=lowers)
-        except BaseException as exc:   # re-raised in the caller's thread
-            failure.append(exc)
-
-    writer = threading.Thread(target=write, name="export-layer", daemon=True)
-    writer.start()
     try:
-        with os.fdopen(read_fd, "rb") as stream:
-            layer = store.write_layer(stream, parent=image.layers[-1] if image.layers else None)
-    except BaseException:
-        writer.join()
-        if failure:
-            raise _export_error(failure[0], LayerError) from None
-        raise
-    writer.join()
-    if failure:
-        raise _export_error(failure[0], LayerError) from None
-    return layer
+        return store.produce_layer(
+            lambda sink: export_layer(container.dir / "upper", sink, lowers=lowers),
+            parent=image.layers[-1] if image.layers else None)
+    except LayerError as exc:
+        raise _export_error(exc, LayerError) from None
 
 
 def _export_error(exc: BaseException, layer_error) -> BaseException:

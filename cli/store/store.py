@@ -16,7 +16,7 @@ import os
 import shutil
 import sqlite3
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import BinaryIO
@@ -214,26 +214,36 @@ class Store:
 
     def write_layer(self, tar_stream: BinaryIO, *, compression: str = "gzip",
                     parent: Layer | None = None) -> Layer:
-        """Store an UNCOMPRESSED layer tar read from TAR_STREAM, streaming.
+        """Store an UNCOMPRESSED layer tar read from TAR_STREAM, streaming (see
+        :meth:`produce_layer`)."""
+        def copy(sink) -> None:
+            while chunk := tar_stream.read(CHUNK):
+                sink.write(chunk)
+        return self.produce_layer(copy, compression=compression, parent=parent)
 
-        Compresses and hashes while writing the blob; unpacks it once into
-        ``layers/<chainid>/diff``. PARENT (the layer below, if any) makes the chain id
-        right at once; without it :meth:`create_image` re-homes the layer.
+    def produce_layer(self, produce: Callable[[_PlainSink], None], *,
+                      compression: str = "gzip", parent: Layer | None = None) -> Layer:
+        """Store the uncompressed layer tar that PRODUCE writes to the sink it is given.
+
+        The tar is hashed (its diff_id) and compressed as it is written, never held
+        whole in memory; no pipe or thread between producer and compressor. The blob is
+        then unpacked once into ``layers/<chainid>/diff``. PARENT (the layer below, if
+        any) makes the chain id right at once; without it :meth:`create_image` re-homes
+        the layer.
         """
         from cli.store.compress import compressor
 
         if compression not in COMPRESSION_MEDIA_TYPES:
             raise StoreError(f"unknown compression: {compression} (use gzip, zstd or none)")
         tmp = temp_name(self.tmp_dir, ".blob")
-        diff_hash = hashlib.sha256()
         try:
             with open(tmp, "wb") as f:
                 out = HashingWriter(f)
                 packer = compressor(compression, out.write)
                 try:
-                    while chunk := tar_stream.read(CHUNK):
-                        diff_hash.update(chunk)
-                        packer.write(chunk)
+                    sink = _PlainSink(packer)
+                    produce(sink)
+                    sink.flush()
                     packer.close()
                 except BaseException:
                     packer.abort()
@@ -243,9 +253,8 @@ class Store:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        diff_id = "sha256:" + diff_hash.hexdigest()
         return self._add_layer_blob(tmp, out.digest, out.size, COMPRESSION_MEDIA_TYPES[compression],
-                                    diff_id, parent)
+                                    sink.diff_id, parent)
 
     def put_layer_blob(self, stream: BinaryIO, *, media_type: str, diff_id: str,
                        parent: Layer | None = None, digest: str | None = None) -> Layer:
@@ -507,3 +516,30 @@ class Store:
             yield self.conn
         finally:
             self.conn.execute("COMMIT")
+
+
+class _PlainSink:
+    """Where a layer producer writes the uncompressed tar: hashes it (the diff_id) and
+    hands the compressor CHUNK-sized pieces, so many small tar writes cost one call."""
+
+    def __init__(self, packer) -> None:
+        self._packer = packer
+        self._hash = hashlib.sha256()
+        self._buffer = bytearray()
+
+    def write(self, data) -> int:
+        self._buffer += data
+        if len(self._buffer) >= CHUNK:
+            self.flush()
+        return len(data)
+
+    def flush(self) -> None:
+        if self._buffer:
+            piece = bytes(self._buffer)
+            self._buffer.clear()
+            self._hash.update(piece)
+            self._packer.write(piece)
+
+    @property
+    def diff_id(self) -> str:
+        return "sha256:" + self._hash.hexdigest()
