@@ -225,23 +225,25 @@ class Store:
                       compression: str = "gzip", parent: Layer | None = None) -> Layer:
         """Store the uncompressed layer tar that PRODUCE writes to the sink it is given.
 
-        The tar is hashed (its diff_id) and compressed as it is written, never held
-        whole in memory; no pipe or thread between producer and compressor. The blob is
-        then unpacked once into ``layers/<chainid>/diff``. PARENT (the layer below, if
+        The tar is hashed (its diff_id), compressed and unpacked into a temp dir (later
+        ``layers/<chainid>/diff``) as it is written, never held whole in memory; the
+        blob is not read back. PARENT (the layer below, if
         any) makes the chain id right at once; without it :meth:`create_image` re-homes
         the layer.
         """
         from cli.store.compress import compressor
+        from cli.store.unpack import ConcurrentUnpack
 
         if compression not in COMPRESSION_MEDIA_TYPES:
             raise StoreError(f"unknown compression: {compression} (use gzip, zstd or none)")
         tmp = temp_name(self.tmp_dir, ".blob")
+        unpacked = ConcurrentUnpack(self.tmp_dir)
         try:
             with open(tmp, "wb") as f:
                 out = HashingWriter(f)
                 packer = compressor(compression, out.write)
                 try:
-                    sink = _PlainSink(packer)
+                    sink = _PlainSink(packer, unpacked.feed)
                     produce(sink)
                     sink.flush()
                     packer.close()
@@ -250,11 +252,13 @@ class Store:
                     raise
                 f.flush()
                 os.fsync(f.fileno())
+            unpacked.finish()
         except BaseException:
             tmp.unlink(missing_ok=True)
+            unpacked.discard()
             raise
         return self._add_layer_blob(tmp, out.digest, out.size, COMPRESSION_MEDIA_TYPES[compression],
-                                    sink.diff_id, parent)
+                                    sink.diff_id, parent, unpacked=unpacked)
 
     def put_layer_blob(self, stream: BinaryIO, *, media_type: str, diff_id: str,
                        parent: Layer | None = None, digest: str | None = None) -> Layer:
@@ -279,7 +283,7 @@ class Store:
         return self._add_layer_blob(tmp, out.digest, out.size, media_type, diff_id, parent)
 
     def _add_layer_blob(self, tmp: Path, digest: str, size: int, media_type: str,
-                        diff_id: str, parent: Layer | None) -> Layer:
+                        diff_id: str, parent: Layer | None, unpacked=None) -> Layer:
         chain = chain_id(parent.chain_id if parent else None, diff_id)
         try:
             # Leases first: from here on a concurrent rmi will not collect these.
@@ -288,39 +292,40 @@ class Store:
                     conn.execute("INSERT OR IGNORE INTO leases(kind, key, pid) VALUES (?, ?, ?)",
                                  (kind, key, os.getpid()))
             self.blobs.commit_temp(tmp, digest)
+        except BaseException:
+            if unpacked is not None:
+                unpacked.discard()
+            raise
         finally:
             tmp.unlink(missing_ok=True)
-        self._ensure_unpacked(chain, diff_id, parent.chain_id if parent else None, digest)
+        self._ensure_unpacked(chain, diff_id, parent.chain_id if parent else None, digest,
+                              unpacked=unpacked)
         return Layer(digest=digest, size=size, diff_id=diff_id, media_type=media_type,
                      chain_id=chain)
 
     def _ensure_unpacked(self, chain: str, diff_id: str, parent_chain: str | None,
-                         digest: str) -> None:
-        """Unpack blob DIGEST into layers/<chain>/diff unless that is already done."""
-        from overlayfs.layer_tar import LayerError, open_decompressed, unpack_layer
+                         digest: str, unpacked=None) -> None:
+        """Unpack blob DIGEST into layers/<chain>/diff unless that is already done.
 
+        UNPACKED (a finished ``ConcurrentUnpack`` of this very layer) is moved into
+        place instead of unpacking the blob again.
+        """
         row = self.conn.execute("SELECT 1 FROM layers WHERE chain_id=?", (chain,)).fetchone()
         final = self.layers_dir / hex_of(chain)
         if row and (final / "diff").is_dir():
+            if unpacked is not None:
+                unpacked.discard()
             return
-        work = temp_name(self.tmp_dir, ".layer")
-        work.mkdir()
+        if unpacked is not None:
+            work, tar_size = unpacked.work, unpacked.size
+        else:
+            work = temp_name(self.tmp_dir, ".layer")
+            work.mkdir()
         try:
-            with self.blobs.open_verified(digest) as raw:
-                plain = _DiffHasher(open_decompressed(io.BufferedReader(raw, CHUNK)))
-                try:
-                    unpack_layer(plain, work / "diff")
-                    plain.drain()
-                    raw.verify_rest()
-                except (LayerError, EOFError, OSError, zlib.error) as exc:
-                    if isinstance(exc, BlobCorrupt):
-                        raise
-                    raise StoreError(f"layer {diff_id}: {exc}") from None
-            if plain.digest != diff_id:
-                raise BlobCorrupt(f"layer {digest}: uncompressed content is {plain.digest}, "
-                                  f"the image config says {diff_id}")
+            if unpacked is None:
+                tar_size = self._unpack_blob(work, diff_id, digest)
             size = _disk_usage(work / "diff")
-            _syncfs(work)
+            # unpack_layer synced the content and fsynced work/ after naming diff/.
             if row and final.exists():  # a row without its dir: recreate the dir
                 shutil.rmtree(final)
             try:
@@ -334,10 +339,29 @@ class Store:
             with self.transaction() as conn:
                 conn.execute("INSERT OR IGNORE INTO layers(chain_id, diff_id, parent, size, "
                              "tar_size, created) VALUES (?, ?, ?, ?, ?, ?)",
-                             (chain, diff_id, parent_chain, size, plain.size, now_rfc3339()))
+                             (chain, diff_id, parent_chain, size, tar_size, now_rfc3339()))
         finally:
             if work.exists():
                 shutil.rmtree(work, ignore_errors=True)
+
+    def _unpack_blob(self, work: Path, diff_id: str, digest: str) -> int:
+        """Unpack blob DIGEST into WORK/diff, checking its digest and DIFF_ID; the tar size."""
+        from overlayfs.layer_tar import LayerError, open_decompressed, unpack_layer
+
+        with self.blobs.open_verified(digest) as raw:
+            plain = _DiffHasher(open_decompressed(io.BufferedReader(raw, CHUNK)))
+            try:
+                unpack_layer(plain, work / "diff")
+                plain.drain()
+                raw.verify_rest()
+            except (LayerError, EOFError, OSError, zlib.error) as exc:
+                if isinstance(exc, BlobCorrupt):
+                    raise
+                raise StoreError(f"layer {diff_id}: {exc}") from None
+        if plain.digest != diff_id:
+            raise BlobCorrupt(f"layer {digest}: uncompressed content is {plain.digest}, "
+                              f"the image config says {diff_id}")
+        return plain.size
 
     def find_layer(self, chain: str) -> Layer | None:
         """A stored layer with this chain id (and a blob), leased for the caller; else None.
@@ -522,8 +546,9 @@ class _PlainSink:
     """Where a layer producer writes the uncompressed tar: hashes it (the diff_id) and
     hands the compressor CHUNK-sized pieces, so many small tar writes cost one call."""
 
-    def __init__(self, packer) -> None:
+    def __init__(self, packer, tee: Callable[[bytes], None]) -> None:
         self._packer = packer
+        self._tee = tee
         self._hash = hashlib.sha256()
         self._buffer = bytearray()
 
@@ -539,6 +564,7 @@ class _PlainSink:
             self._buffer.clear()
             self._hash.update(piece)
             self._packer.write(piece)
+            self._tee(piece)
 
     @property
     def diff_id(self) -> str:
