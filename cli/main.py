@@ -29,27 +29,33 @@ DEFAULT_ROOT = "/var/lib/layerbox"
 _MODULE_OF_COMMAND = {"import": "importcmd"}
 
 
-def invoked_module(argv: list[str]) -> str | None:
-    """The command module ARGV invokes, found without argparse; None when there is no
-    known command (help, a typo): then the whole parser is built for argparse's message.
+def invoked_module(argv: list[str]) -> tuple[str | None, str | None]:
+    """The command module ARGV invokes and the word after the command, found without
+    argparse. The module is None when there is no known command (help, a typo): then the
+    whole parser is built, for argparse's message.
 
     Building every verb's parser costs more than the rest of ``layerbox images``, so a
     command builds only its own. Options before the command are the top-level ones:
     ``--root VALUE`` takes the next word; the others are flags or ``--opt=value``.
+    Groups (``image``, ``container``) likewise build only the subcommand named by the
+    word after them when they know it (``subparsers.invoked_subcommand``).
     """
     words = iter(argv)
     for word in words:
         if word == "--root":
             next(words, None)
         elif word == "--":
-            return None
+            break
         elif not word.startswith("-"):
             module = _MODULE_OF_COMMAND.get(word, word)
-            return module if module in COMMAND_MODULES else None
-    return None
+            if module not in COMMAND_MODULES:
+                break
+            return module, next(words, None)
+    return None, None
 
 
-def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+def build_parser(only: str | None = None, subcommand: str | None = None
+                 ) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="layerbox",
         description="Run, diff and commit containers on a FUSE union filesystem.")
@@ -57,6 +63,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                         help="store root (default: $LAYERBOX_ROOT or %(default)s)")
     parser.add_argument("-D", "--debug", action="store_true", help="debug logging")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers.invoked_subcommand = subcommand if only else None
     for name in [only] if only else COMMAND_MODULES:
         importlib.import_module(f"cli.commands.{name}").register(subparsers)
     return parser
@@ -65,7 +72,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     if argv is None:
         argv = sys.argv[1:]
-    parser = build_parser(invoked_module(argv))
+    parser = build_parser(*invoked_module(argv))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")

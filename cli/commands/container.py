@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+
+from cli.commands.group import wanted_subcommands
 import sys
 
 #: (subcommand, module under cli.commands, help)
@@ -49,7 +51,7 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("container", help="Manage containers",
                               description="Manage containers")
     group = p.add_subparsers(dest="container_command", metavar="COMMAND")
-    for name, module, help_text in SUBCOMMANDS:
+    for name, module, help_text in wanted_subcommands(subparsers, SUBCOMMANDS, ALIASES):
         if module is None:
             sub = group.add_parser(name, help=help_text, description=help_text)
             sub.add_argument("-f", "--force", action="store_true",

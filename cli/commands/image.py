@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib
 
+from cli.commands.group import wanted_subcommands
+
 #: (subcommand, module under cli.commands, help)
 SUBCOMMANDS = [
     ("build", "build", "Build an image from a Dockerfile"),
@@ -25,7 +27,7 @@ ALIASES = {"ls": ["list"], "rm": ["remove"]}
 def register(subparsers) -> None:
     p = subparsers.add_parser("image", help="Manage images", description="Manage images")
     group = p.add_subparsers(dest="image_command", metavar="COMMAND")
-    for name, module, help_text in SUBCOMMANDS:
+    for name, module, help_text in wanted_subcommands(subparsers, SUBCOMMANDS, ALIASES):
         sub = group.add_parser(name, help=help_text, description=help_text,
                                aliases=ALIASES.get(name, []))
         if module == "image":
