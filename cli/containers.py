@@ -463,8 +463,11 @@ def remove(store, container: Container, *, force: bool = False,
         if status != "dead":           # let the monitor record the exit and unmount
             from cli.attach import wait_exit
             wait_exit(container, timeout=30)
-    with contextlib.suppress(UserError):
-        runc.delete(container.id, force=True)
+    # runc keeps a container's state in STATE_DIR/ID; the monitor has usually deleted it
+    # already (always for --rm), and a needless `runc delete` costs a process start.
+    if (runc.state_dir / container.id).exists():
+        with contextlib.suppress(UserError):
+            runc.delete(container.id, force=True)
     remove_files(container.dir)
     with store.transaction() as conn:
         conn.execute("DELETE FROM containers WHERE id=?", (container.id,))

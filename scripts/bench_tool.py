@@ -116,7 +116,8 @@ class Tool:
         self.env = dict(os.environ)
         # Measure what a user gets: byte code cached in __pycache__ as Python does by default.
         self.env.pop("PYTHONDONTWRITEBYTECODE", None)
-        if name == "layerbox":
+        self.env.pop("PYTHONPATH", None)
+        if name.startswith("layerbox"):
             self.base = [str(LAYERBOX), "--root", str(self.top / "root")]
             self.run_opts: list[str] = []
             self.commit_opts: list[str] = []
@@ -221,11 +222,18 @@ def main() -> int:
                         choices=IMPLEMENTATIONS)
     parser.add_argument("--rows", nargs="*", help="substrings of row names to run")
     parser.add_argument("--no-rss", action="store_true", help="skip the commit RSS probe")
-    parser.add_argument("--scratch", default="/var/tmp")
+    # Where the temp stores live. On this VM /var/tmp's ext4 block group allocates inodes
+    # 5-7x slower than /tmp's (same file system), which every tool's commit pays.
+    parser.add_argument("--scratch", default="/tmp")
     parser.add_argument("--layerbox-src", default=None, metavar="DIR",
                         help="run layerbox's cli/ from DIR (PYTHONPATH), e.g. a baseline")
+    parser.add_argument("--before-src", default=None, metavar="DIR",
+                        help="also run 'layerbox-before' from DIR (e.g. `git archive` of "
+                             "an older commit's cli/ and overlayfs/), for before/after")
     args = parser.parse_args()
     impls = [i for i in IMPLEMENTATIONS if i in args.only]
+    if args.before_src:
+        impls.insert(1, "layerbox-before")
     if not shutil.which("podman"):
         impls = [i for i in impls if not i.startswith("podman")]
     rows = [r for r in ROWS if not args.rows or any(s in r for s in args.rows)]
@@ -244,12 +252,13 @@ def main() -> int:
         print(f"base image: {len(image_files)} stdlib files; impls: {', '.join(impls)}",
               file=sys.stderr)
         for name in impls:
-            tool = Tool(name, top, args.layerbox_src)
+            tool = Tool(name, top, args.before_src if name == "layerbox-before"
+                        else args.layerbox_src)
             tools.append(tool)
             start = time.perf_counter()
             prepare(tool, top / "base.tar", bench, sizes)
             if any("build cached" in r for r in rows):
-                tool.cmd("build", *(tool.run_opts if name != "layerbox" else []),
+                tool.cmd("build", *(tool.run_opts if name.startswith("podman") else []),
                          "-t", "bench-build", str(ctx))
             print(f"  {name}: prepared in {time.perf_counter() - start:.0f} s", file=sys.stderr)
         times: dict[tuple[str, str], list[float]] = {}
