@@ -337,7 +337,7 @@ class Builder:
             return cached, image_config_copy(self.store, cached)
         if parent is None:
             raise UserError("RUN needs a base image with a shell (FROM scratch has none)")
-        argv = list(instr.command.argv(scope.shell))
+        argv = run_argv(instr, scope.shell)
         cfg = config.get("config") or {}
         opts = containers.CreateOptions(
             image=parent.id, command=argv, entrypoint="", env=tuple(scope.run_env()),
@@ -422,6 +422,32 @@ class _TempDir:
 
     def __exit__(self, *exc) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
+
+
+def run_argv(instr: ins.Run, shell: tuple[str, ...]) -> list[str]:
+    """What a RUN executes, with BuildKit's heredoc semantics.
+
+    ``RUN <<EOF`` runs the body as a script: through the SHELL, or, when it starts with a
+    shebang, as an executable file (BuildKit mounts it at /dev/pipes/NAME; we write it there,
+    /dev being the container's tmpfs, so it never reaches the layer). Any other heredoc is
+    the command's input: the shell gets the command line followed by each body and its
+    delimiter, and its own here-document rules apply (quoting, ``<<-`` tabs).
+    """
+    script = instr.script
+    if script is not None:
+        body = script.body
+        if not body.startswith("#!"):
+            return [*shell, body]
+        path = f"/dev/pipes/{script.name}"
+        marker = "LAYERBOX_SCRIPT_" + hashlib.sha256(body.encode()).hexdigest()[:16]
+        return ["/bin/sh", "-c",
+                f"mkdir -p /dev/pipes && cat > {path} <<'{marker}'\n{body}"
+                f"{'' if body.endswith(chr(10)) else chr(10)}{marker}\n"
+                f"chmod 755 {path} && exec {path}"]
+    argv = list(instr.command.argv(shell))
+    if instr.heredocs and instr.command.prepend_shell:
+        argv[-1] += "".join("\n" + doc.content + doc.name for doc in instr.heredocs) + "\n"
+    return argv
 
 
 def _key(created_by: str, content: str = "") -> str:

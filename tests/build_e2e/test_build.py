@@ -121,3 +121,34 @@ def test_metadata_args_chown_chmod_wildcards_target(busybox_root, tmp_path):
     hist = layerbox(busybox_root, "history", "--no-trunc", "edge").stdout
     assert "|1 V=given /bin/sh -c true" in hist and "LABEL k=v" in hist
     assert "MAINTAINER me" in hist and "WORKDIR /new/dir" in hist
+
+
+def test_heredocs_run_script_shebang_stdin_and_copy(busybox_root, tmp_path):
+    dockerfile = (
+        "FROM busybox\n"
+        "WORKDIR /w\n"
+        "RUN <<EOF\n"
+        "echo script > /w/a\n"
+        "echo second >> /w/a\n"
+        "EOF\n"
+        "RUN <<EOF\n"
+        "#!/bin/sh -e\n"
+        "echo \"shebang $0\" > /w/b\n"
+        "EOF\n"
+        "RUN cat <<'EOF' > /w/c\n"
+        "literal $HOME\n"
+        "EOF\n"
+        "RUN <<-EOT sh -c 'cat > /w/d'\n"
+        "\ttabbed\n"
+        "\tEOT\n"
+        "COPY <<EOF /w/e\n"
+        "copied\n"
+        "EOF\n"
+        'CMD ["sh", "-c", "cat /w/a /w/b /w/c /w/d /w/e; ls /dev/pipes 2>&1 | wc -l"]\n')
+    ctx = _ctx(tmp_path, {"Dockerfile": dockerfile})
+    layerbox(busybox_root, "build", "-t", "heredocs", str(ctx))
+    out = layerbox(busybox_root, "run", "--rm", "heredocs").stdout
+    assert out.splitlines() == ["script", "second", "shebang /dev/pipes/EOF", "literal $HOME",
+                                "tabbed", "copied", "1"]
+    again = layerbox(busybox_root, "build", "-t", "heredocs", str(ctx)).stdout
+    assert "Running in" not in again
