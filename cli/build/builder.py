@@ -29,7 +29,7 @@ from cli.build.errors import DockerfileError
 from cli.build.history import copy_source_summary
 from cli.build.scope import StageScope, expand_from, resolve_meta_args, stages_needed
 from cli.build.sources import (SourceTree, Stager, download, parse_chmod, parse_chown,
-                               tree_digest)
+                               sources_digest, tree_digest)
 from cli.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -263,6 +263,25 @@ class Builder:
         owner = parse_chown(instr.chown, base.roots)
         mode = parse_chmod(instr.chmod)
         hashes: list[str] = []
+        early_key = None
+        if not (isinstance(instr, ins.Add) and any(_is_url(s) for s in instr.sources)):
+            # the key from the sources read in place: a cache hit stages nothing
+            matched = []
+            for source in instr.sources:
+                found = tree.glob(source)
+                if not found:
+                    raise UserError(f"COPY failed: file not found in build context or excluded "
+                                    f"by .dockerignore: stat {source}: file does not exist")
+                matched.append(found)
+            digest = hashlib.sha256(sources_digest(
+                tree, [rel for found in matched for rel in found], keep_owner).encode())
+            for inline in instr.inline:
+                digest.update(f"\0{inline.path}\0{inline.data}".encode())
+            early_key = _key(scope.created_by(instr, copy_source="sources"),
+                             "sources:" + digest.hexdigest())
+            cached = self._cached(parent, early_key)
+            if cached is not None:
+                return cached, image_config_copy(self.store, cached)
         with self._staging() as staging:
             stager = Stager(staging, base, owner, mode)
             stager._keep_owner = keep_owner
@@ -291,7 +310,7 @@ class Builder:
             created_by = scope.created_by(instr, copy_source=copy_source_summary(hashes[-1:] if
                                                                                 len(hashes) == 1
                                                                                 else hashes))
-            key = _key(created_by, digest)
+            key = early_key or _key(created_by, digest)
             cached = self._cached(parent, key)
             if cached is not None:
                 return cached, image_config_copy(self.store, cached)

@@ -242,3 +242,35 @@ def tree_digest(root: Path) -> str:
                         digest.update(chunk)
             digest.update(b"\n")
     return digest.hexdigest()
+
+
+def sources_digest(tree: SourceTree, rels: list[str], keep_owner: bool) -> str:
+    """sha256 of what COPY would read for RELS of TREE, read in place: the cache key is
+    known before anything is staged, so a cache hit copies nothing. Same walk as
+    ``Stager.copy_tree`` (ignored entries skipped); owners count only when they are kept."""
+    digest = hashlib.sha256()
+
+    def entry(rel: str, real: Path) -> None:
+        st = os.lstat(real)
+        owner = f"{st.st_uid}:{st.st_gid}" if keep_owner else ""
+        digest.update(f"{rel}\0{st.st_mode:o}\0{owner}\0".encode())
+        if stat.S_ISLNK(st.st_mode):
+            digest.update(os.readlink(real).encode())
+        elif stat.S_ISREG(st.st_mode):
+            with open(real, "rb") as f:
+                for chunk in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(chunk)
+        digest.update(b"\n")
+        if stat.S_ISDIR(st.st_mode):
+            for name in tree.listdir(rel):
+                child = posixpath.join(rel, name) if rel else name
+                child_real = tree.real(child)
+                if child_real is not None:
+                    entry(child, child_real)
+
+    for rel in rels:
+        digest.update(b"\1source\0")
+        real = tree.real(rel)
+        if real is not None:
+            entry(rel, real)
+    return digest.hexdigest()
