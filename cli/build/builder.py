@@ -47,6 +47,7 @@ class BuildOptions:
     labels: dict[str, str] = field(default_factory=dict)
     network: str = "host"
     quiet: bool = False
+    output_fd: int | None = None   # where RUN output goes (the live view's pipe); None: 1 and 2
 
 
 class RunFailed(UserError):
@@ -362,7 +363,12 @@ class Builder:
             image=parent.id, command=argv, entrypoint="", env=tuple(scope.run_env()),
             workdir=scope.workdir, user=cfg.get("User") or "",
             network="host" if self.opts.network == "host" else "none")
-        out_fd, err_fd = (1, 2) if not self.opts.quiet else (os.open(os.devnull, os.O_WRONLY),) * 2
+        if self.opts.quiet:
+            out_fd = err_fd = os.open(os.devnull, os.O_WRONLY)
+        elif self.opts.output_fd is not None:
+            out_fd = err_fd = self.opts.output_fd
+        else:
+            out_fd, err_fd = 1, 2
         container = None
         try:
             container = containers.create(self.store, opts)

@@ -257,8 +257,8 @@ def sources_digest(tree: SourceTree, rels: list[str], keep_owner: bool) -> str:
         if stat.S_ISLNK(st.st_mode):
             digest.update(os.readlink(real).encode())
         elif stat.S_ISREG(st.st_mode):
-            with open(real, "rb") as f:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
+            with open(real, "rb", buffering=0) as f:
+                while chunk := f.read(1 << 20):
                     digest.update(chunk)
         digest.update(b"\n")
         if stat.S_ISDIR(st.st_mode):

@@ -21,7 +21,8 @@ def register(subparsers) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="print only the image id")
     p.add_argument("--label", action="append", default=[], metavar="K=V")
     p.add_argument("--network", default="host", choices=["host", "none", "default"])
-    p.add_argument("--progress", default="plain", choices=["plain", "auto", "tty"])
+    p.add_argument("--progress", default="auto", choices=["plain", "auto", "tty"],
+                   help="auto: a live view on a terminal, else plain (the classic step lines)")
     p.add_argument("path", metavar="PATH|-")
     p.set_defaults(func=run)
 
@@ -44,12 +45,13 @@ def _pairs(items: list[str], *, from_env: bool) -> dict[str, str]:
 def run(args) -> int:
     from cli.build.builder import BuildOptions, run_build
     from cli.store import Store
+    empty_context = None
     if args.path == "-":
         if args.file == "-":
             raise UserError("cannot read both the Dockerfile and the context from stdin")
         text, name = sys.stdin.read(), "Dockerfile"
         import tempfile
-        context = Path(tempfile.mkdtemp(prefix="layerbox-empty-context-"))
+        context = empty_context = Path(tempfile.mkdtemp(prefix="layerbox-empty-context-"))
     else:
         context = Path(args.path).resolve()
         if not context.is_dir():
@@ -76,12 +78,32 @@ def run(args) -> int:
                         labels=_pairs(args.label, from_env=False),
                         network="none" if args.network == "none" else "host", quiet=args.quiet)
 
+    live = None
+    if not args.quiet and (args.progress == "tty" or
+                           (args.progress == "auto" and sys.stdout.isatty())):
+        from cli.build.progress import LiveView
+        sys.stdout.flush()
+        live = LiveView(sys.stdout.fileno())
+        opts.output_fd = live.start()
+
     def write(text: str) -> None:
+        if live is not None:
+            live.feed(text)
+            return
         sys.stdout.write(text)
         sys.stdout.flush()
 
-    with Store.open(args.root) as store:
-        image = run_build(store, opts, write)
+    ok = False
+    try:
+        with Store.open(args.root) as store:
+            image = run_build(store, opts, write)
+        ok = True
+    finally:
+        if live is not None:
+            live.close(ok)
+        if empty_context is not None:
+            import shutil
+            shutil.rmtree(empty_context, ignore_errors=True)
     if args.quiet:
         print(image.id)
     return 0

@@ -152,3 +152,51 @@ def test_heredocs_run_script_shebang_stdin_and_copy(busybox_root, tmp_path):
                                 "tabbed", "copied", "1"]
     again = layerbox(busybox_root, "build", "-t", "heredocs", str(ctx)).stdout
     assert "Running in" not in again
+
+
+def _build_on_pty(root, *args) -> tuple[int, str]:
+    """Run ``layerbox build`` with a real pseudo-terminal as stdout/stderr; all it drew."""
+    import os
+    import pty
+    import shutil
+    import struct
+    import termios
+    exe = shutil.which("layerbox") or os.path.join(os.path.dirname(os.sys.executable),
+                                                     "layerbox")
+    pid, fd = pty.fork()
+    if pid == 0:   # child: the pty is its controlling terminal
+        os.execv(exe, [exe, "--root", str(root), "build", *args])
+    import fcntl
+    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
+    out = b""
+    while True:
+        try:
+            data = os.read(fd, 65536)
+        except OSError:   # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        out += data
+    os.close(fd)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), out.decode("utf-8", "replace")
+
+
+def test_live_progress_view_on_a_terminal(busybox_root, tmp_path):
+    ctx = _ctx(tmp_path, {"Dockerfile": "FROM busybox\nRUN echo first-line; echo second-line\n"
+                                        "COPY Dockerfile /x\n"})
+    code, drawn = _build_on_pty(busybox_root, "-t", "live", str(ctx))
+    assert code == 0, drawn
+    assert "Step 1/3" not in drawn                       # not the classic lines
+    assert "\x1b[J" in drawn and "[+] Building" in drawn  # redrawn in place
+    assert "=> [2/3] RUN echo first-line; echo second-line" in drawn
+    assert "FINISHED" in drawn and "Successfully tagged live:latest" in drawn
+    code, drawn = _build_on_pty(busybox_root, "-t", "live", str(ctx))
+    assert "=> CACHED [2/3] RUN" in drawn and "=> CACHED [3/3] COPY" in drawn
+    (ctx / "Dockerfile").write_text("FROM busybox\nRUN echo shown-on-failure; exit 3\n")
+    code, drawn = _build_on_pty(busybox_root, str(ctx))
+    assert code != 0
+    assert "=> ERROR [2/2] RUN" in drawn and "=> => # shown-on-failure" in drawn
+    assert "returned a non-zero code: 3" in drawn
+    code, plain = _build_on_pty(busybox_root, "--progress", "plain", str(ctx))
+    assert "Step 2/2 : RUN echo shown-on-failure; exit 3" in plain and "\x1b[" not in plain
