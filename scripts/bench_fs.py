@@ -23,25 +23,38 @@ from pathlib import Path
 IMPLEMENTATIONS = ("kernel", "fuse-overlayfs", "layerbox")
 
 
-def build_lower(root: Path, files: int, big_mb: int) -> tuple[int, int]:
-    """Copy stdlib files into ROOT until FILES are there; add one BIG_MB file."""
+def build_lower(root: Path, files: int, big_mb: int, tree_mb: int = 250) -> tuple[int, int]:
+    """Copy stdlib files into ROOT until FILES are there, pad the tree to TREE_MB with
+    a few 8 MB files under lib/pad (the stdlib alone is ~100 MB), add one BIG_MB file."""
     stdlib = Path(sysconfig.get_paths()["stdlib"])
-    count = size = 0
-    for dirpath, dirnames, filenames in os.walk(stdlib):
-        dirnames[:] = sorted(d for d in dirnames if d not in ("site-packages", "__pycache__"))
-        rel = Path(dirpath).relative_to(stdlib)
-        (root / "lib" / rel).mkdir(parents=True, exist_ok=True)
-        for name in sorted(filenames):
-            src = Path(dirpath) / name
-            if not src.is_file() or src.is_symlink():
-                continue
-            shutil.copy2(src, root / "lib" / rel / name)
-            count += 1
-            size += src.stat().st_size
+    count = size = rounds = 0
+    while count < files:  # this stdlib (byte code included) may hold fewer: copy again
+        dest = root / "lib" / (f"again{rounds}" if rounds else "")
+        rounds += 1
+        for dirpath, dirnames, filenames in os.walk(stdlib):
+            dirnames[:] = sorted(d for d in dirnames if d != "site-packages")
+            rel = Path(dirpath).relative_to(stdlib)
+            (dest / rel).mkdir(parents=True, exist_ok=True)
+            for name in sorted(filenames):
+                src = Path(dirpath) / name
+                if not src.is_file() or src.is_symlink():
+                    continue
+                shutil.copy2(src, dest / rel / name)
+                count += 1
+                size += src.stat().st_size
+                if count >= files:
+                    break
             if count >= files:
                 break
-        if count >= files:
-            break
+    pad = root / "lib" / "pad"
+    pad.mkdir(exist_ok=True)
+    chunk = os.urandom(1 << 20)
+    while size < tree_mb * (1 << 20):
+        with open(pad / f"{count}.bin", "wb") as f:
+            for _ in range(8):
+                f.write(chunk)
+        count += 1
+        size += 8 << 20
     with open(root / "big", "wb") as f:
         chunk = os.urandom(1 << 20)
         for _ in range(big_mb):
@@ -64,9 +77,10 @@ class Mount:
             subprocess.run(["mount", "-t", "overlay", "overlay", "-o", opts, str(self.mnt)],
                            check=True)
         else:
-            prog = "fuse-overlayfs" if self.impl == "fuse-overlayfs" else "layerbox-overlayfs"
+            prog = ("fuse-overlayfs" if self.impl == "fuse-overlayfs"
+                    else str(Path(sys.executable).parent / "layerbox-overlayfs"))
             subprocess.run([prog, "-o", opts, str(self.mnt)], check=True)
-            out = subprocess.run(["pgrep", "-f", f"{prog}.*{self.mnt}"], capture_output=True,
+            out = subprocess.run(["pgrep", "-f", f"{Path(prog).name}.*{self.mnt}"], capture_output=True,
                                  text=True).stdout.split()
             self.pid = int(out[0]) if out else None
         deadline = time.monotonic() + 10
@@ -121,7 +135,34 @@ WORKLOADS = {
 }
 
 
+def rss_growth(args) -> int:
+    """Peak RSS of layerbox-overlayfs after `find` and a stat of every entry of a lower
+    of N empty-ish files, for each N of --rss-files: how memory grows with files."""
+    print("| files in lower | layerbox peak RSS (MB) | fuse-overlayfs peak RSS (MB) |")
+    print("| --- | --- | --- |")
+    for n in args.rss_files:
+        scratch = Path(tempfile.mkdtemp(prefix="layerbox-rss-", dir=args.scratch))
+        try:
+            lower = scratch / "lower"
+            for i in range(n):
+                d = lower / f"d{i // 1000}"
+                if i % 1000 == 0:
+                    d.mkdir(parents=True)
+                (d / f"f{i}").write_bytes(b"x")
+            peaks = {}
+            for impl in ("layerbox", "fuse-overlayfs"):
+                with Mount(impl, lower, scratch) as mount:
+                    sh("find . -printf '%s %m\\n' > /dev/null; ls -lR > /dev/null", mount.mnt)
+                    peaks[impl] = mount.peak_rss_mb()
+            print(f"| {n} | {peaks['layerbox']:.0f} | {peaks['fuse-overlayfs']:.0f} |", flush=True)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    return 0
+
+
 def run(args) -> int:
+    if args.rss_files:
+        return rss_growth(args)
     scratch = Path(tempfile.mkdtemp(prefix="layerbox-bench-", dir=args.scratch))
     try:
         lower = scratch / "lower"
@@ -191,7 +232,12 @@ def main() -> int:
     parser.add_argument("--big-mb", type=int, default=512)
     parser.add_argument("--only", nargs="+", default=list(IMPLEMENTATIONS))
     parser.add_argument("--workloads", nargs="*", help="substrings of workload names to run")
-    parser.add_argument("--scratch", default="/var/tmp")
+    parser.add_argument("--scratch", default="/tmp",
+                        help="where the lower, uppers and mounts go (/var/tmp is slow "
+                             "at creating files on this VM)")
+    parser.add_argument("--rss-files", type=int, nargs="*",
+                        help="instead of the table: peak RSS after a walk of lowers of "
+                             "these many files (e.g. 8000 100000)")
     return run(parser.parse_args())
 
 
