@@ -375,7 +375,8 @@ class Builder:
             self.write(f" ---> Running in {container.id[:12]}\n")
             container, code = _run_created(self.store, container, out_fd, err_fd)
             if code != 0:
-                raise RunFailed(f"The command '{' '.join(argv)}' returned a non-zero code: {code}")
+                shown = argv if instr.script is None else instr.command.argv(scope.shell)
+                raise RunFailed(f"The command '{' '.join(shown)}' returned a non-zero code: {code}")
             layer = export_upper(self.store, container)
         finally:
             if self.opts.quiet:

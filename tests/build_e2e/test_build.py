@@ -200,3 +200,29 @@ def test_live_progress_view_on_a_terminal(busybox_root, tmp_path):
     assert "returned a non-zero code: 3" in drawn
     code, plain = _build_on_pty(busybox_root, "--progress", "plain", str(ctx))
     assert "Step 2/2 : RUN echo shown-on-failure; exit 3" in plain and "\x1b[" not in plain
+
+
+def test_stdin_dockerfile_quiet_label_and_history_sizes(busybox_root, tmp_path):
+    dockerfile = b'FROM busybox\nRUN printf 12345 > /five\nENV A=1\nCMD ["cat", "/five"]\n'
+    quiet = layerbox(busybox_root, "build", "-q", "--label", "k=v", "-t", "piped", "-",
+                     input=dockerfile)
+    image_id = quiet.stdout.strip()
+    assert quiet.stdout.count("\n") == 1 and image_id.startswith("sha256:")
+    assert layerbox(busybox_root, "run", "--rm", "piped").stdout == "12345"
+    assert '"k": "v"' in layerbox(busybox_root, "image", "inspect", "piped").stdout
+    rows = layerbox(busybox_root, "history", "--no-trunc", "piped").stdout.splitlines()[1:]
+    created = [r for r in rows if "Imported" not in r]
+    assert len(created) == 4   # RUN, ENV, CMD, the --label line: every instruction
+    assert "printf 12345 > /five" in created[-1] and "5B" in created[-1]
+    assert all(" 0B" in r for r in created[:-1])
+    ctx = _ctx(tmp_path, {"data.txt": "from the context\n"})
+    viaf = layerbox(busybox_root, "build", "-t", "fromf", "-f", "-", str(ctx),
+                    input=b'FROM busybox\nCOPY data.txt /\nCMD ["cat", "/data.txt"]\n')
+    assert "Successfully tagged fromf:latest" in viaf.stdout
+    assert layerbox(busybox_root, "run", "--rm", "fromf").stdout == "from the context\n"
+    both = layerbox(busybox_root, "build", "-f", "-", "-", input=b"FROM busybox\n", check=False)
+    assert both.returncode != 0 and len(both.stderr.splitlines()) == 1
+    script = layerbox(busybox_root, "build", "-", check=False,
+                      input=b"FROM busybox\nRUN <<EOF\n#!/bin/sh\nexit 4\nEOF\n")
+    assert script.stderr.strip() == \
+        "Error: The command '/bin/sh -c <<EOF' returned a non-zero code: 4"
