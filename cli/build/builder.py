@@ -76,6 +76,14 @@ class Builder:
     # -- the whole build ----------------------------------------------------------------
 
     def build(self):
+        self.removers: list[threading.Thread] = []
+        try:
+            return self._build()
+        finally:
+            for remover in self.removers:
+                remover.join()
+
+    def _build(self):
         df = parse_dockerfile(self.opts.dockerfile_text, self.opts.dockerfile_name)
         if not df.stages:
             raise DockerfileError("file with no instructions", df.filename)
@@ -398,7 +406,7 @@ class Builder:
         return SourceTree(self.store.layer_dirs(image))
 
     def _staging(self):
-        return _TempDir(self.store.root / "tmp")
+        return _TempDir(self.store.root / "tmp", self.removers)
 
     def _write_staging(self, staging: Path, parent):
         from overlayfs.layer_tar import export_layer
@@ -438,8 +446,12 @@ def _run_created(store, container, out_fd: int, err_fd: int):
 
 
 class _TempDir:
-    def __init__(self, parent: Path):
+    """A staging dir, removed by a thread so the next step need not wait for it;
+    ``Builder.build`` joins the removers before it returns."""
+
+    def __init__(self, parent: Path, removers: list[threading.Thread]):
         self.parent = parent
+        self.removers = removers
 
     def __enter__(self) -> Path:
         self.path = Path(tempfile.mkdtemp(prefix=f"{os.getpid()}-build-", dir=self.parent))
@@ -447,7 +459,10 @@ class _TempDir:
         return self.path
 
     def __exit__(self, *exc) -> None:
-        shutil.rmtree(self.path, ignore_errors=True)
+        remover = threading.Thread(target=shutil.rmtree, args=(self.path,),
+                                   kwargs={"ignore_errors": True}, daemon=True)
+        remover.start()
+        self.removers.append(remover)
 
 
 def run_argv(instr: ins.Run, shell: tuple[str, ...]) -> list[str]:
