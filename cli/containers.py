@@ -379,10 +379,18 @@ def mount_program() -> str:
 
 def mount_rootfs(container: Container, store) -> Path:
     merged = container.dir / "merged"
-    lowers = ":".join(str(p) for p in container.lower_dirs(store))
-    options = (f"lowerdir={lowers},upperdir={container.dir / 'upper'},"
-               f"workdir={container.dir / 'work'}")
-    cmd = [mount_program(), "-o", options, str(merged)]
+    mount_union(container.lower_dirs(store), merged, upper=container.dir / "upper",
+                work=container.dir / "work")
+    return merged
+
+
+def mount_union(lowers: list[Path], target: Path, *, upper: Path | None = None,
+                work: Path | None = None) -> None:
+    """Mount LOWERS (top first) at TARGET with the mount program; read-only without UPPER."""
+    options = "lowerdir=" + ":".join(str(p) for p in lowers)
+    if upper is not None:
+        options += f",upperdir={upper},workdir={work}"
+    cmd = [mount_program(), "-o", options, str(target)]
     log.debug("mounting: %s", " ".join(cmd))
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL,
@@ -390,9 +398,9 @@ def mount_rootfs(container: Container, store) -> Path:
     except FileNotFoundError:
         raise UserError(f"mount program not found: {cmd[0]}") from None
     if proc.returncode != 0:
-        raise UserError(f"cannot mount the container's root filesystem: "
-                        f"{(proc.stderr or proc.stdout).strip().splitlines()[-1:] or ['failed']}")
-    return merged
+        detail = (proc.stderr or proc.stdout).strip().splitlines()
+        raise UserError("cannot mount the container's root filesystem: "
+                        + (detail[-1] if detail else "failed"))
 
 
 def is_mounted(path: Path) -> bool:

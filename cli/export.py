@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import subprocess
 import tempfile
 from pathlib import Path
 from typing import BinaryIO, Iterator
@@ -42,15 +41,8 @@ def _merged_view(store, container: containers.Container) -> Iterator[Path]:
         log.warning("container %s: %s", container.short_id, container.problem())
     layers = [container.dir / "upper"] + container.lower_dirs(store)
     view = Path(tempfile.mkdtemp(prefix="export-", dir=container.dir))
-    cmd = [containers.mount_program(), "-o",
-           "lowerdir=" + ":".join(str(p) for p in layers), str(view)]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL,
-                              timeout=120)
-        if proc.returncode != 0:
-            detail = (proc.stderr or proc.stdout).strip().splitlines()
-            raise UserError("cannot mount the container's filesystem: "
-                            + (detail[-1] if detail else "failed"))
+        containers.mount_union(layers, view)
         yield view
     finally:
         containers.unmount(view)

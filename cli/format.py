@@ -110,6 +110,15 @@ def print_json_array(items: list, out: TextIO | None = None) -> None:
 _FIELD_RE = re.compile(r"\{\{\s*(?:json\s+)?\.([A-Za-z0-9_.]*)\s*\}\}")
 
 
+def print_documents(docs: list, fmt: str | None) -> None:
+    """``inspect``'s output: each document through ``--format``, or one JSON array."""
+    if fmt:
+        for doc in docs:
+            print(render_template(fmt, doc))
+    else:
+        print_json_array(docs)
+
+
 def render_template(template: str, obj: Any) -> str:
     """Docker's ``--format`` template (Go's text/template) applied to OBJ."""
     from cli import gotemplate

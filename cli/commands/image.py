@@ -57,7 +57,7 @@ def run_inspect(args) -> int:
     import sys
 
     from cli.errors import UserError
-    from cli.format import print_json_array, render_template
+    from cli.format import print_documents
     from cli.store import open_store
     from cli.store.inspect import inspect_image
 
@@ -68,11 +68,7 @@ def run_inspect(args) -> int:
                 results.append(inspect_image(store, store.resolve_image(name)))
             except UserError as exc:
                 missing.append(str(exc))
-    if args.format:
-        for item in results:
-            print(render_template(args.format, item))
-    else:
-        print_json_array(results)
+    print_documents(results, args.format)
     for message in missing:
         print(f"Error: {message}", file=sys.stderr)
     return 1 if missing else 0

@@ -87,7 +87,7 @@ def network_settings(container, status: str) -> dict:
 
 def inspect(args) -> int:
     from cli import containers
-    from cli.format import print_json_array, render_template
+    from cli.format import print_documents
     from cli.store.store import Store
     docs, failed = [], False
     with Store.open(args.root) as store:
@@ -109,9 +109,5 @@ def inspect(args) -> int:
                 failed = True
                 continue
             docs.append(doc)
-    if args.format:
-        for doc in docs:
-            print(render_template(args.format, doc))
-    else:
-        print_json_array(docs)
+    print_documents(docs, args.format)
     return 1 if failed else 0

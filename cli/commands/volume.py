@@ -63,7 +63,7 @@ def list_volumes(args) -> int:
 def inspect_volumes(args) -> int:
     from cli import volumes
     from cli.errors import UserError
-    from cli.format import print_json_array, render_template
+    from cli.format import print_documents
     from cli.store.store import Store
     docs, failed = [], False
     with Store.open(args.root) as store:
@@ -76,11 +76,7 @@ def inspect_volumes(args) -> int:
                 continue
             doc.pop("Anonymous")
             docs.append(doc)
-    if args.format:
-        for doc in docs:
-            print(render_template(args.format, doc))
-    else:
-        print_json_array(docs)
+    print_documents(docs, args.format)
     return 1 if failed else 0
 
 
