@@ -8,6 +8,10 @@ from pathlib import Path
 
 from cli.errors import UserError
 
+#: BuildKit's entitlements that RUN flags can ask for; network.host needs none here,
+#: since RUN has the host's network stack by default.
+ENTITLEMENTS = {"security.insecure", "network.host"}
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("build", help="Build an image from a Dockerfile",
@@ -20,7 +24,10 @@ def register(subparsers) -> None:
     p.add_argument("--target", default=None, metavar="STAGE")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the image id")
     p.add_argument("--label", action="append", default=[], metavar="K=V")
-    p.add_argument("--network", default="host", choices=["host", "none", "default"])
+    p.add_argument("--network", default="default", choices=["default", "host", "none"],
+                   help="RUN's network: default (outbound access, the host's stack) or none")
+    p.add_argument("--allow", action="append", default=[], choices=sorted(ENTITLEMENTS),
+                   help="extra privileged entitlement: security.insecure (RUN --security=insecure)")
     p.add_argument("--progress", default="auto", choices=["plain", "auto", "tty"],
                    help="auto: a live view on a terminal, else plain (the classic step lines)")
     p.add_argument("path", metavar="PATH|-")
@@ -76,7 +83,8 @@ def run(args) -> int:
                         tags=list(args.tag), build_args=_pairs(args.build_arg, from_env=True),
                         no_cache=args.no_cache, target=args.target,
                         labels=_pairs(args.label, from_env=False),
-                        network="none" if args.network == "none" else "host", quiet=args.quiet)
+                        network="none" if args.network == "none" else "host",
+                        allow=frozenset(args.allow), quiet=args.quiet)
 
     live = None
     if not args.quiet and (args.progress == "tty" or
