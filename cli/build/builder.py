@@ -50,11 +50,27 @@ class BuildOptions:
     #: --allow entitlements: "security.insecure" lets RUN --security=insecure run privileged.
     allow: frozenset[str] = frozenset()
     quiet: bool = False
+    #: fetch_base(store, name, out): pull a base image that FROM names (when it is
+    #: missing, or always with --pull); None: FROM uses only what the store has.
+    fetch_base: Callable | None = None
     output_fd: int | None = None   # where RUN output goes (the live view's pipe); None: 1 and 2
 
 
 class RunFailed(UserError):
     """A RUN step exited non-zero (Docker's message)."""
+
+
+class _TextOut:
+    """The build's output as a text stream, for the pull progress of a FROM."""
+
+    def __init__(self, write: Callable[[str], None]):
+        self.write = write
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
 
 
 def _ensure_cache_table(store) -> None:
@@ -129,6 +145,8 @@ class Builder:
         elif header.base == "scratch":
             image = None
         else:
+            if self.opts.fetch_base is not None:
+                self.opts.fetch_base(self.store, header.base, _TextOut(self.write))
             image = self.store.resolve_image(header.base)
         if image is None:
             config = {"architecture": "amd64", "os": "linux", "config": {},

@@ -14,6 +14,7 @@ ENTITLEMENTS = {"security.insecure", "network.host"}
 
 
 def register(subparsers) -> None:
+    from cli.commands.pull import add_registry_options
     p = subparsers.add_parser("build", help="Build an image from a Dockerfile",
                               description="Build an image from a Dockerfile")
     p.add_argument("-t", "--tag", action="append", default=[], metavar="NAME[:TAG]")
@@ -28,6 +29,9 @@ def register(subparsers) -> None:
                    help="RUN's network: default (outbound access, the host's stack) or none")
     p.add_argument("--allow", action="append", default=[], choices=sorted(ENTITLEMENTS),
                    help="extra privileged entitlement: security.insecure (RUN --security=insecure)")
+    p.add_argument("--pull", action="store_true",
+                   help="always attempt to pull a newer version of the FROM images")
+    add_registry_options(p)
     p.add_argument("--progress", default="auto", choices=["plain", "auto", "tty"],
                    help="auto: a live view on a terminal, else plain (the classic step lines)")
     p.add_argument("path", metavar="PATH|-")
@@ -47,6 +51,13 @@ def _pairs(items: list[str], *, from_env: bool) -> dict[str, str]:
                 continue   # docker: --build-arg NAME without a value takes it from the env
         out[key] = value
     return out
+
+
+def _base_fetcher(args):
+    from cli.commands.pull import ensure_image
+    policy = "always" if args.pull else "missing"
+    return lambda store, name, out: ensure_image(store, name, policy, args, out,
+                                                say_missing=False)
 
 
 def run(args) -> int:
@@ -84,7 +95,8 @@ def run(args) -> int:
                         no_cache=args.no_cache, target=args.target,
                         labels=_pairs(args.label, from_env=False),
                         network="none" if args.network == "none" else "host",
-                        allow=frozenset(args.allow), quiet=args.quiet)
+                        allow=frozenset(args.allow), quiet=args.quiet,
+                        fetch_base=_base_fetcher(args))
 
     live = None
     if not args.quiet and (args.progress == "tty" or
