@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import BinaryIO
 
-from cli.reference import HEX64_RE, parse_tagged, try_parse
+from cli.reference import is_hex64, parse_tagged, try_parse
 from cli.store import db, gc
 from cli.store.blobs import CHUNK, BlobStore, HashingWriter, fsync_dir, temp_name
 from cli.store.errors import BlobCorrupt, NoSuchImage, StoreError
@@ -495,7 +495,7 @@ class Store:
     def resolve_image_id(self, name: str) -> str:
         """Docker's lookup order: full id, NAME[:TAG], NAME@DIGEST, then a unique id prefix."""
         text = name[7:] if name.startswith("sha256:") else None
-        if text is not None or HEX64_RE.fullmatch(name):
+        if text is not None or is_hex64(name):
             full = "sha256:" + (text if text is not None else name)
             if self.conn.execute("SELECT 1 FROM images WHERE id=?", (full,)).fetchone():
                 return full
