@@ -156,6 +156,17 @@ class Store:
     def __exit__(self, *exc) -> None:
         self.close()
 
+    @contextlib.contextmanager
+    def connection_closed(self) -> Iterator[None]:
+        """The database connection closed for the duration, then reopened: a process
+        forked meanwhile (the container monitor) must not inherit an open SQLite
+        connection. This process's leases are rows keyed by its pid: they stay."""
+        self.conn.close()
+        try:
+            yield
+        finally:
+            self.conn = db.connect(self.root / "layerbox.db")
+
     def transaction(self) -> contextlib.AbstractContextManager[sqlite3.Connection]:
         return db.transaction(self.conn)
 
