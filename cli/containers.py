@@ -31,8 +31,6 @@ import contextlib
 import json
 import logging
 import os
-import random
-import secrets
 import shutil
 import subprocess
 import sys
@@ -190,11 +188,12 @@ def update_state(store, container_id: str, **changes) -> dict:
 
 
 def _random_name(conn) -> str:
+    import random
     for _ in range(100):
         name = f"{random.choice(_ADJECTIVES)}_{random.choice(_NAMES)}"
         if not conn.execute("SELECT 1 FROM containers WHERE name=?", (name,)).fetchone():
             return name
-    return "layerbox_" + secrets.token_hex(4)
+    return "layerbox_" + os.urandom(4).hex()
 
 
 # -- create ----------------------------------------------------------------------------
@@ -258,7 +257,7 @@ def create(store, opts: CreateOptions) -> Container:
         raise UserError(f"Invalid container name ({opts.name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] "
                         "are allowed")
     image = store.resolve_image(opts.image)
-    container_id = secrets.token_hex(32)
+    container_id = os.urandom(32).hex()
     hostname = opts.hostname or (os.uname().nodename if opts.network == "host"
                                  else container_id[:12])
     config = container_config(image.config, opts, hostname, image.id)

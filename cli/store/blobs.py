@@ -8,10 +8,8 @@ end if the bytes do not match, so nothing unpacked from a damaged blob is kept.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
-import secrets
 from pathlib import Path
 from typing import BinaryIO
 
@@ -22,7 +20,7 @@ CHUNK = 1 << 20
 
 def temp_name(tmp_dir: Path, suffix: str) -> Path:
     """A temp path whose name starts with our pid, so cleanup knows whether its writer lives."""
-    return tmp_dir / f"{os.getpid()}-{secrets.token_hex(8)}{suffix}"
+    return tmp_dir / f"{os.getpid()}-{os.urandom(8).hex()}{suffix}"
 
 
 def fsync_dir(path: Path) -> None:
@@ -34,6 +32,7 @@ def fsync_dir(path: Path) -> None:
 
 
 def sha256_digest(data: bytes) -> str:
+    import hashlib
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
@@ -43,6 +42,7 @@ class HashingWriter(io.RawIOBase):
     def __init__(self, out: BinaryIO):
         super().__init__()
         self._out = out
+        import hashlib
         self._hash = hashlib.sha256()
         self.size = 0
 
@@ -70,6 +70,7 @@ class VerifyingReader(io.RawIOBase):
         self._raw = raw
         self._expected = digest
         self._label = label
+        import hashlib
         self._hash = hashlib.sha256()
         self.size = 0
         self._done = False

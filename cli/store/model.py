@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 
 OCI_LAYOUT_VERSION = "1.0.0"
@@ -38,6 +37,7 @@ def chain_id(parent_chain_id: str | None, diff_id: str) -> str:
     """The OCI ChainID: the layer's identity including everything below it."""
     if parent_chain_id is None:
         return diff_id
+    import hashlib   # here: OpenSSL's load is ~2 ms of every command that imports the store
     return "sha256:" + hashlib.sha256(f"{parent_chain_id} {diff_id}".encode()).hexdigest()
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import io
 import json
 import logging
@@ -42,6 +41,7 @@ class _DiffHasher(io.RawIOBase):
     def __init__(self, raw: BinaryIO):
         super().__init__()
         self._raw = raw
+        import hashlib
         self._hash = hashlib.sha256()
         self.size = 0
 
@@ -104,6 +104,7 @@ def _manifest_matches(manifest_bytes: bytes, config_bytes: bytes, layers: list[L
         manifest = json.loads(manifest_bytes)
     except ValueError:
         return False
+    import hashlib
     config_digest = "sha256:" + hashlib.sha256(config_bytes).hexdigest()
     return (isinstance(manifest, dict) and manifest.get("mediaType", OCI_MANIFEST) == OCI_MANIFEST
             and manifest.get("schemaVersion") == 2
@@ -447,6 +448,7 @@ class Store:
 
     @staticmethod
     def _manifest_bytes(config_bytes: bytes, layers: list[Layer]) -> bytes:
+        import hashlib
         manifest = {
             "schemaVersion": 2, "mediaType": OCI_MANIFEST,
             "config": {"mediaType": OCI_CONFIG, "digest": "sha256:" + hashlib.sha256(
@@ -560,6 +562,7 @@ class _PlainSink:
     def __init__(self, packer, tee: Callable[[bytes], None]) -> None:
         self._packer = packer
         self._tee = tee
+        import hashlib
         self._hash = hashlib.sha256()
         self._buffer = bytearray()
 
