@@ -158,14 +158,17 @@ class Tool:
         self.cmd(*args)
         return time.perf_counter() - start
 
-    def peak_rss_mb(self, *args: str) -> float:
-        """Peak RSS of the command and its children (a fresh process, so only theirs)."""
+    def peak_rss_mb(self, *args: str) -> tuple[float, float]:
+        """Peak RSS (MB) and CPU time (user + system, s) of the command and its children
+        (a fresh process, so only theirs). CPU time says what wall time cannot on a
+        shared machine: how much work the command is."""
         probe = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, "
-                 "stdout=subprocess.DEVNULL); "
-                 "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+                 "stdout=subprocess.DEVNULL); r = resource.getrusage(resource.RUSAGE_CHILDREN); "
+                 "print(r.ru_maxrss, r.ru_utime + r.ru_stime)")
         out = subprocess.run([sys.executable, "-c", probe, *self.base, *args], env=self.env,
                              check=True, capture_output=True, text=True)
-        return int(out.stdout.split()[-1]) / 1024
+        rss, cpu = out.stdout.split()[-2:]
+        return int(rss) / 1024, float(cpu)
 
     def cleanup(self) -> None:
         if self.name.startswith("podman"):
@@ -309,8 +312,8 @@ def report(times, rss, impls, rows) -> None:
             cells += [f"{TARGETS[row]:.2f}", ""]
         print("| " + " | ".join(cells) + " |")
     if rss:
-        print("\npeak RSS of `commit` on the 20k container (MB): "
-              + ", ".join(f"{i} {v:.0f}" for i, v in rss.items()))
+        print("\n`commit` of the 20k container, peak RSS (MB) / CPU user+sys (s): "
+              + ", ".join(f"{i} {v[0]:.0f} / {v[1]:.1f}" for i, v in rss.items()))
 
 
 if __name__ == "__main__":

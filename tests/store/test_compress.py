@@ -55,3 +55,4 @@ def test_compressor_by_name():
         packer.write(b"hello " * 1000)
         packer.close()
         assert out
+
