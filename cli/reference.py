@@ -14,9 +14,8 @@ Display names (``familiar``) drop ``docker.io/`` and ``library/`` again, as
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-
 from cli.errors import UserError
+from cli.values import Record
 
 DEFAULT_DOMAIN = "docker.io"
 LEGACY_DEFAULT_DOMAIN = "index.docker.io"
@@ -41,14 +40,15 @@ def is_hex64(text: str) -> bool:
     return re.fullmatch(_HEX64, text) is not None
 
 
-@dataclass(frozen=True)
-class Reference:
+class Reference(Record):
     """A normalized reference: ``domain/path[:tag][@digest]``."""
 
+    FIELDS = __slots__ = ("domain", "path", "tag", "digest")
+    DEFAULTS = (None, None)
     domain: str
     path: str
-    tag: str | None = None
-    digest: str | None = None
+    tag: str | None
+    digest: str | None
 
     @property
     def name(self) -> str:
