@@ -39,7 +39,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from cli.errors import UserError
-from cli import runtime
+
+# cli.runtime (the OCI spec, runc) is imported where used: diff, ps, inspect and
+# the other readers of a container need none of it.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from cli import runtime
 
 log = logging.getLogger(__name__)
 
@@ -287,6 +292,7 @@ def create(store, opts: CreateOptions) -> Container:
         for sub in ("upper", "work", "merged"):
             (cdir / sub).mkdir(parents=True, exist_ok=True)
         _make_init_layer(cdir / "init", store.layer_dirs(image))
+        from cli import runtime
         runtime.write_etc_files(cdir / "etc", hostname=hostname, network=opts.network)
     except BaseException:
         remove_files(cdir)
@@ -352,6 +358,7 @@ def _copy_metadata(target: Path, rel: str, lowers: list[Path], default_mode: int
 
 
 def _make_init_layer(init: Path, lowers: list[Path]) -> None:
+    from cli import runtime
     init.mkdir(parents=True, exist_ok=True)
     for path in runtime.MOUNT_POINT_DIRS + ("/etc",):
         target = init / path.lstrip("/")
@@ -474,6 +481,7 @@ def syncfs(path: Path) -> None:
 # -- removal --------------------------------------------------------------------------------
 
 def runc_for(store) -> runtime.Runc:
+    from cli import runtime
     return runtime.Runc(store.root / "runc")
 
 
