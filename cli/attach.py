@@ -7,7 +7,6 @@ SIGWINCH, and Ctrl-P Ctrl-Q detaches (the container keeps running).
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import json
 import logging
@@ -163,12 +162,12 @@ def _pump(sock, in_fd, out_fd, err_fd, wake_r, tty) -> int:
                             raise UserError(info["error"], info.get("exit_code", 125))
                         return int(info.get("exit_code", 0))
             elif key.data == "winch":
-                with contextlib.suppress(BlockingIOError):
-                    os.read(wake_r, 512)
-                size = _terminal_size(in_fd)
-                if size:
-                    sock.sendall(frame(FRAME_RESIZE, f"{size[0]} {size[1]}".encode()))
+                _forward_resize(sock, in_fd, wake_r)
             else:
+                # A resize signalled before this input must reach the container first
+                # (the signal's wake-up byte is written before select returns; epoll's
+                # order of the two events is not ours to rely on).
+                _forward_resize(sock, in_fd, wake_r)
                 data = os.read(in_fd, 65536)
                 if not data:
                     sel.unregister(in_fd)
@@ -181,6 +180,18 @@ def _pump(sock, in_fd, out_fd, err_fd, wake_r, tty) -> int:
                     sock.sendall(frame(FRAME_STDIN, data))
                 if detach:
                     raise Detached()
+
+
+def _forward_resize(sock, in_fd, wake_r) -> None:
+    """Send our terminal's size if a SIGWINCH came since the last call."""
+    try:
+        if not os.read(wake_r, 512):
+            return
+    except BlockingIOError:
+        return
+    size = _terminal_size(in_fd)
+    if size:
+        sock.sendall(frame(FRAME_RESIZE, f"{size[0]} {size[1]}".encode()))
 
 
 def _scan_detach(data: bytes) -> tuple[bytes, bytes, bool]:

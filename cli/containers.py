@@ -31,8 +31,6 @@ import contextlib
 import json
 import logging
 import os
-import random
-import secrets
 import shutil
 import subprocess
 import sys
@@ -41,7 +39,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from cli.errors import UserError
-from cli import runtime
+
+# cli.runtime (the OCI spec, runc) is imported where used: diff, ps, inspect and
+# the other readers of a container need none of it.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from cli import runtime
 
 log = logging.getLogger(__name__)
 
@@ -190,11 +193,12 @@ def update_state(store, container_id: str, **changes) -> dict:
 
 
 def _random_name(conn) -> str:
+    import random
     for _ in range(100):
         name = f"{random.choice(_ADJECTIVES)}_{random.choice(_NAMES)}"
         if not conn.execute("SELECT 1 FROM containers WHERE name=?", (name,)).fetchone():
             return name
-    return "layerbox_" + secrets.token_hex(4)
+    return "layerbox_" + os.urandom(4).hex()
 
 
 # -- create ----------------------------------------------------------------------------
@@ -258,7 +262,7 @@ def create(store, opts: CreateOptions) -> Container:
         raise UserError(f"Invalid container name ({opts.name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] "
                         "are allowed")
     image = store.resolve_image(opts.image)
-    container_id = secrets.token_hex(32)
+    container_id = os.urandom(32).hex()
     hostname = opts.hostname or (os.uname().nodename if opts.network == "host"
                                  else container_id[:12])
     config = container_config(image.config, opts, hostname, image.id)
@@ -288,6 +292,7 @@ def create(store, opts: CreateOptions) -> Container:
         for sub in ("upper", "work", "merged"):
             (cdir / sub).mkdir(parents=True, exist_ok=True)
         _make_init_layer(cdir / "init", store.layer_dirs(image))
+        from cli import runtime
         runtime.write_etc_files(cdir / "etc", hostname=hostname, network=opts.network)
     except BaseException:
         remove_files(cdir)
@@ -353,6 +358,7 @@ def _copy_metadata(target: Path, rel: str, lowers: list[Path], default_mode: int
 
 
 def _make_init_layer(init: Path, lowers: list[Path]) -> None:
+    from cli import runtime
     init.mkdir(parents=True, exist_ok=True)
     for path in runtime.MOUNT_POINT_DIRS + ("/etc",):
         target = init / path.lstrip("/")
@@ -378,29 +384,61 @@ def mount_program() -> str:
 
 
 def mount_rootfs(container: Container, store) -> Path:
-    merged = container.dir / "merged"
-    mount_union(container.lower_dirs(store), merged, upper=container.dir / "upper",
-                work=container.dir / "work")
-    return merged
+    return start_mount_rootfs(container, store).wait()
+
+
+def start_mount_rootfs(container: Container, store) -> "PendingMount":
+    """Start mounting the container's rootfs at merged/; ``wait()`` for it."""
+    return PendingMount(container.lower_dirs(store), container.dir / "merged",
+                        upper=container.dir / "upper", work=container.dir / "work")
 
 
 def mount_union(lowers: list[Path], target: Path, *, upper: Path | None = None,
                 work: Path | None = None) -> None:
     """Mount LOWERS (top first) at TARGET with the mount program; read-only without UPPER."""
-    options = "lowerdir=" + ":".join(str(p) for p in lowers)
-    if upper is not None:
-        options += f",upperdir={upper},workdir={work}"
-    cmd = [mount_program(), "-o", options, str(target)]
-    log.debug("mounting: %s", " ".join(cmd))
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL,
-                              timeout=120)
-    except FileNotFoundError:
-        raise UserError(f"mount program not found: {cmd[0]}") from None
-    if proc.returncode != 0:
-        detail = (proc.stderr or proc.stdout).strip().splitlines()
-        raise UserError("cannot mount the container's root filesystem: "
-                        + (detail[-1] if detail else "failed"))
+    PendingMount(lowers, target, upper=upper, work=work).wait()
+
+
+class PendingMount:
+    """The mount program, started and not yet waited for: its start-up (importing FUSE
+    bindings and trio) can overlap the caller's other work. ``wait()`` returns TARGET
+    once mounted, or raises the UserError the failure deserves."""
+
+    def __init__(self, lowers: list[Path], target: Path, *, upper: Path | None = None,
+                 work: Path | None = None) -> None:
+        options = "lowerdir=" + ":".join(str(p) for p in lowers)
+        if upper is not None:
+            options += f",upperdir={upper},workdir={work}"
+        self.target = target
+        self._cmd = [mount_program(), "-o", options, str(target)]
+        log.debug("mounting: %s", " ".join(self._cmd))
+        try:
+            self._proc: subprocess.Popen | None = subprocess.Popen(
+                self._cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, text=True)
+        except FileNotFoundError:
+            self._proc = None
+
+    def wait(self) -> Path:
+        if self._proc is None:
+            raise UserError(f"mount program not found: {self._cmd[0]}")
+        try:
+            stdout, stderr = self._proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.communicate()
+            raise
+        if self._proc.returncode != 0:
+            detail = (stderr or stdout).strip().splitlines()
+            raise UserError("cannot mount the container's root filesystem: "
+                            + (detail[-1] if detail else "failed"))
+        return self.target
+
+    def abandon(self) -> None:
+        """The caller failed before it needed the mount: wait for it and take it down."""
+        with contextlib.suppress(Exception):
+            self.wait()
+        unmount(self.target)
 
 
 def is_mounted(path: Path) -> bool:
@@ -443,6 +481,7 @@ def syncfs(path: Path) -> None:
 # -- removal --------------------------------------------------------------------------------
 
 def runc_for(store) -> runtime.Runc:
+    from cli import runtime
     return runtime.Runc(store.root / "runc")
 
 
@@ -495,13 +534,14 @@ def start(store, container: Container, *, attach_first: bool = False) -> dict:
         raise UserError(f"container {container.name} is already running")
     if status == "dead":
         raise UserError(f"container {container.name}: its monitor died; remove it with rm -f")
-    from cli import monitor
+    from cli.monitor_spawn import spawn
     for leftover in ("attach.sock", "console.sock"):
         (container.dir / leftover).unlink(missing_ok=True)
     if not container.dir.is_dir():
         raise UserError(f"container {container.name}: its directory {container.dir} is missing")
     update_state(store, container.id, status="created", error="", monitor_pid=0)
-    ready = monitor.spawn(store.root, container.id, attach_first=attach_first)
+    ready = spawn(store.root, container.id, attach_first=attach_first,
+                          store=store)
     if "error" in ready:
         raise UserError(ready["error"], ready.get("exit_code", 125))
     return ready

@@ -76,9 +76,10 @@ class _Client:
 
 
 class Monitor:
-    def __init__(self, store, container, ready_fd: int, attach_first: bool):
+    def __init__(self, store, container, ready_fd: int, attach_first: bool, mounting=None):
         from cli import containers
         self.store = store
+        self.mounting = mounting               # containers.PendingMount, started early
         self.container = container
         self.ready_fd = ready_fd
         self.attach_first = attach_first
@@ -103,13 +104,7 @@ class Monitor:
     # -- readiness --------------------------------------------------------------------
 
     def _ready(self, message: dict) -> None:
-        if self.ready_fd < 0:
-            return
-        try:
-            os.write(self.ready_fd, (json.dumps(message) + "\n").encode())
-        except OSError:
-            pass
-        os.close(self.ready_fd)
+        _send_ready(self.ready_fd, message)
         self.ready_fd = -1
 
     # -- main -------------------------------------------------------------------------
@@ -118,7 +113,9 @@ class Monitor:
         from cli import containers, runtime, volumes
         in_runc = False     # a failure before runc is ours (125); runc's may be 126/127
         try:
-            merged = containers.mount_rootfs(self.container, self.store)
+            if self.mounting is None:
+                self.mounting = containers.start_mount_rootfs(self.container, self.store)
+            merged = self.mounting.wait()
             volumes.populate(merged, self.container.record.get("mounts") or [])
             process = runtime.ProcessSpec(
                 args=self.container.command_args, env=self.container.config.get("Env") or [],
@@ -530,6 +527,16 @@ class Monitor:
         self.clients.clear()
 
 
+def _send_ready(fd: int, message: dict) -> None:
+    if fd < 0:
+        return
+    try:
+        os.write(fd, (json.dumps(message) + "\n").encode())
+    except OSError:
+        pass
+    os.close(fd)
+
+
 def _runc_log_error(path: Path) -> str | None:
     """The last error runc logged (JSON lines), without its decoration."""
     try:
@@ -559,33 +566,6 @@ def _now_nano() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 10**9)) + f".{ns % 10**9:09d}Z"
 
 
-def spawn(root: Path, container_id: str, *, attach_first: bool) -> dict:
-    """Start a detached monitor for the container; returns its readiness message."""
-    ready_r, ready_w = os.pipe()
-    cdir = Path(root) / "containers" / container_id
-    with open(cdir / "monitor.log", "ab") as errlog:
-        cmd = [sys.executable, "-m", "cli.monitor", "--ready-fd", str(ready_w)]
-        if attach_first:
-            cmd.append("--attach-first")
-        if logging.getLogger().isEnabledFor(logging.DEBUG):
-            cmd.append("--debug")
-        cmd += [str(root), container_id]
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            [str(Path(__file__).resolve().parents[1])] + sys.path[1:2])
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=errlog, stderr=errlog,
-                                pass_fds=(ready_w,), start_new_session=True, cwd=cdir, env=env)
-    os.close(ready_w)
-    data = b""
-    with os.fdopen(ready_r, "rb") as ready:
-        data = ready.readline()
-    proc.wait()                      # the intermediate process exits at once (double fork)
-    if not data:
-        return {"error": f"the container monitor died; see {cdir / 'monitor.log'}",
-                "exit_code": 125}
-    return json.loads(data)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="layerbox-monitor")
     parser.add_argument("--ready-fd", type=int, default=-1)
@@ -597,24 +577,39 @@ def main(argv: list[str] | None = None) -> int:
     # Double fork: the client reaps the first child at once; we are re-parented.
     if os.fork():
         os._exit(0)
+    return serve(args.root, args.container_id, args.ready_fd, args.attach_first, args.debug)
+
+
+def serve(root: str, container_id: str, ready_fd: int, attach_first: bool,
+           debug: bool) -> int:
     for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGPIPE, signal.SIGTTOU, signal.SIGTTIN):
         signal.signal(sig, signal.SIG_IGN)
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
+    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from cli import containers
     from cli.store.store import Store
-    store = Store.open(args.root)
-    container = containers.lookup(store, args.container_id)
+    store = Store.open(root)
+    container = containers.lookup(store, container_id)
     os.chdir(container.dir)
-    containers.update_state(store, container.id, monitor_pid=os.getpid(),
-                            monitor_start=containers.process_start_ticks(os.getpid()))
-    monitor = Monitor(store, container, args.ready_fd, args.attach_first)
+    # The mount program takes longest to come up: it starts first and the rest of the
+    # set-up overlaps with it (Monitor.run waits for it before it needs the rootfs).
+    mounting = containers.start_mount_rootfs(container, store)
+    failed = {"error": f"the container monitor failed; see {container.dir / 'monitor.log'}",
+              "exit_code": 125}
+    try:
+        containers.update_state(store, container.id, monitor_pid=os.getpid(),
+                                monitor_start=containers.process_start_ticks(os.getpid()))
+        monitor = Monitor(store, container, ready_fd, attach_first, mounting)
+    except Exception:
+        log.exception("monitor failed")
+        mounting.abandon()
+        _send_ready(ready_fd, failed)
+        return 125
     try:
         return monitor.run()
     except Exception:
         log.exception("monitor failed")
-        monitor._ready({"error": "the container monitor failed; see "
-                        f"{container.dir / 'monitor.log'}", "exit_code": 125})
+        monitor._ready(failed)
         return 125
 
 

@@ -14,9 +14,8 @@ Display names (``familiar``) drop ``docker.io/`` and ``library/`` again, as
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-
 from cli.errors import UserError
+from cli.values import Record
 
 DEFAULT_DOMAIN = "docker.io"
 LEGACY_DEFAULT_DOMAIN = "index.docker.io"
@@ -30,22 +29,26 @@ _DOMAIN = rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[a-fA-F0-9:]+\])
 _TAG = r"[\w][\w.-]{0,127}"
 _DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
 
-_PATH_RE = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
-_DOMAIN_RE = re.compile(_DOMAIN)
-_TAG_RE = re.compile(_TAG)
-_DIGEST_RE = re.compile(_DIGEST)
-_ANY_CASE_PATH_RE = re.compile(_PATH_RE.pattern, re.IGNORECASE)
-HEX64_RE = re.compile(r"[a-f0-9]{64}")
+# Patterns, not compiled objects: re compiles each on its first use (and caches it), so
+# importing this module, which every store user does, costs no regex compilation.
+_PATH = rf"{_COMPONENT}(?:/{_COMPONENT})*"
+_HEX64 = r"[a-f0-9]{64}"
 
 
-@dataclass(frozen=True)
-class Reference:
+def is_hex64(text: str) -> bool:
+    """64 lowercase hex digits: an image or container id in full."""
+    return re.fullmatch(_HEX64, text) is not None
+
+
+class Reference(Record):
     """A normalized reference: ``domain/path[:tag][@digest]``."""
 
+    FIELDS = __slots__ = ("domain", "path", "tag", "digest")
+    DEFAULTS = (None, None)
     domain: str
     path: str
-    tag: str | None = None
-    digest: str | None = None
+    tag: str | None
+    digest: str | None
 
     @property
     def name(self) -> str:
@@ -92,21 +95,21 @@ def parse_reference(text: str) -> Reference:
     remainder, digest = text, None
     if "@" in remainder:
         remainder, digest = remainder.split("@", 1)
-        if not _DIGEST_RE.fullmatch(digest) or (
-                digest.startswith("sha256:") and not HEX64_RE.fullmatch(digest[7:])):
+        if not re.fullmatch(_DIGEST, digest) or (
+                digest.startswith("sha256:") and not is_hex64(digest[7:])):
             raise UserError(f"invalid reference format: {text}")
     tag = None
     last_slash = remainder.rfind("/")
     colon = remainder.rfind(":")
     if colon > last_slash:
         remainder, tag = remainder[:colon], remainder[colon + 1:]
-        if not _TAG_RE.fullmatch(tag):
+        if not re.fullmatch(_TAG, tag):
             raise UserError(f"invalid reference format: {text}")
     domain, path = split_domain(remainder)
-    if domain is None or not _DOMAIN_RE.fullmatch(domain):
+    if domain is None or not re.fullmatch(_DOMAIN, domain):
         raise UserError(f"invalid reference format: {text}")
-    if not _PATH_RE.fullmatch(path):
-        if _ANY_CASE_PATH_RE.fullmatch(path):
+    if not re.fullmatch(_PATH, path):
+        if re.fullmatch(_PATH, path, re.IGNORECASE):
             raise UserError("invalid reference format: repository name "
                             f"({path}) must be lowercase")
         raise UserError(f"invalid reference format: {text}")
@@ -141,7 +144,7 @@ def parse_tagged(text: str) -> Reference:
     ref = parse_reference(text)
     if ref.digest is not None:
         raise UserError(f"invalid reference format: {text} (a digest cannot be used as a tag)")
-    if HEX64_RE.fullmatch(text.split(":")[0]):
+    if is_hex64(text.split(":")[0]):
         raise UserError(f"invalid repository name ({text}), cannot specify 64-byte "
                         "hexadecimal strings")
     return ref.with_default_tag()

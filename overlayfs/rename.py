@@ -9,7 +9,6 @@ gets a whiteout when a lower layer still shows something there.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import os
 import stat
@@ -22,7 +21,9 @@ from overlayfs.nodes import check_name, child_path
 RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+# The process's own symbols (libc is linked in): find_library("c") would fork
+# `ldconfig -p` at every mount program start.
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def renameat2(src_fd: int, src: str, dst_fd: int, dst: str, flags: int) -> None:

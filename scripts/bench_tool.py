@@ -109,7 +109,8 @@ def write_build_context(ctx: Path) -> None:
 # --- the tools -----------------------------------------------------------------------
 
 class Tool:
-    def __init__(self, name: str, top: Path, layerbox_src: str | None = None):
+    def __init__(self, name: str, top: Path, layerbox_src: str | None = None,
+                 venv: Path | None = None):
         self.name = name
         self.top = top / name
         self.top.mkdir()
@@ -118,7 +119,11 @@ class Tool:
         self.env.pop("PYTHONDONTWRITEBYTECODE", None)
         self.env.pop("PYTHONPATH", None)
         if name.startswith("layerbox"):
-            self.base = [str(LAYERBOX), "--root", str(self.top / "root")]
+            # The venv's own programs (layerbox, layerbox-overlayfs) come first on PATH,
+            # so each layerbox column mounts with its own mount program.
+            venv = venv or LAYERBOX.parent.parent
+            self.env["PATH"] = f"{venv / 'bin'}{os.pathsep}{self.env.get('PATH', '')}"
+            self.base = [str(venv / "bin" / "layerbox"), "--root", str(self.top / "root")]
             self.run_opts: list[str] = []
             self.commit_opts: list[str] = []
             self.env.pop("LAYERBOX_ROOT", None)
@@ -153,14 +158,17 @@ class Tool:
         self.cmd(*args)
         return time.perf_counter() - start
 
-    def peak_rss_mb(self, *args: str) -> float:
-        """Peak RSS of the command and its children (a fresh process, so only theirs)."""
+    def peak_rss_mb(self, *args: str) -> tuple[float, float]:
+        """Peak RSS (MB) and CPU time (user + system, s) of the command and its children
+        (a fresh process, so only theirs). CPU time says what wall time cannot on a
+        shared machine: how much work the command is."""
         probe = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, "
-                 "stdout=subprocess.DEVNULL); "
-                 "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+                 "stdout=subprocess.DEVNULL); r = resource.getrusage(resource.RUSAGE_CHILDREN); "
+                 "print(r.ru_maxrss, r.ru_utime + r.ru_stime)")
         out = subprocess.run([sys.executable, "-c", probe, *self.base, *args], env=self.env,
                              check=True, capture_output=True, text=True)
-        return int(out.stdout.split()[-1]) / 1024
+        rss, cpu = out.stdout.split()[-2:]
+        return int(rss) / 1024, float(cpu)
 
     def cleanup(self) -> None:
         if self.name.startswith("podman"):
@@ -230,9 +238,13 @@ def main() -> int:
     parser.add_argument("--before-src", default=None, metavar="DIR",
                         help="also run 'layerbox-before' from DIR (e.g. `git archive` of "
                              "an older commit's cli/ and overlayfs/), for before/after")
+    parser.add_argument("--before-venv", default=None, metavar="VENV",
+                        help="also run 'layerbox-before' as VENV/bin/layerbox (a venv with "
+                             "an older checkout installed as that checkout's setup did; "
+                             "with --before-src, that code on PYTHONPATH)")
     args = parser.parse_args()
     impls = [i for i in IMPLEMENTATIONS if i in args.only]
-    if args.before_src:
+    if args.before_src or args.before_venv:
         impls.insert(1, "layerbox-before")
     if not shutil.which("podman"):
         impls = [i for i in impls if not i.startswith("podman")]
@@ -252,8 +264,9 @@ def main() -> int:
         print(f"base image: {len(image_files)} stdlib files; impls: {', '.join(impls)}",
               file=sys.stderr)
         for name in impls:
-            tool = Tool(name, top, args.before_src if name == "layerbox-before"
-                        else args.layerbox_src)
+            before = name == "layerbox-before"
+            tool = Tool(name, top, args.before_src if before else args.layerbox_src,
+                        Path(args.before_venv) if before and args.before_venv else None)
             tools.append(tool)
             start = time.perf_counter()
             prepare(tool, top / "base.tar", bench, sizes)
@@ -299,8 +312,8 @@ def report(times, rss, impls, rows) -> None:
             cells += [f"{TARGETS[row]:.2f}", ""]
         print("| " + " | ".join(cells) + " |")
     if rss:
-        print("\npeak RSS of `commit` on the 20k container (MB): "
-              + ", ".join(f"{i} {v:.0f}" for i, v in rss.items()))
+        print("\n`commit` of the 20k container, peak RSS (MB) / CPU user+sys (s): "
+              + ", ".join(f"{i} {v[0]:.0f} / {v[1]:.1f}" for i, v in rss.items()))
 
 
 if __name__ == "__main__":

@@ -131,15 +131,23 @@ def run(args) -> int:
             containers.start(store, container)
             print(container.id)
             return 0
-    return start_attached(args.root, container, stdin=args.interactive, tty=args.tty)
+        containers.start(store, container, attach_first=True)
+    return attach_started(args.root, container, stdin=args.interactive, tty=args.tty)
 
 
 def start_attached(root, container, *, stdin: bool, tty: bool) -> int:
     """Start under a monitor that waits for us, then stream until the container exits."""
-    from cli import attach, containers
+    from cli import containers
     from cli.store.store import Store
     with Store.open(root) as store:
         containers.start(store, container, attach_first=True)
+    return attach_started(root, container, stdin=stdin, tty=tty)
+
+
+def attach_started(root, container, *, stdin: bool, tty: bool) -> int:
+    """Stream a container started with ``attach_first`` until it exits (the store is
+    closed by then: the client holds no connection while it only streams)."""
+    from cli import attach
     sock = attach.connect(container)
     if sock is None:
         raise UserError(f"container {container.name}: its monitor is not listening")

@@ -1,14 +1,17 @@
 """Deterministic, parallel gzip (pigz's scheme, in-process) and zstd for layer blobs.
 
 Layer blobs are content-addressed, so the same tar must always give the same bytes.
-The input is cut into fixed 1 MiB blocks; each block is deflated on its own (level 6)
-with the previous 32 KiB of *input* as its dictionary and ends with a sync flush, so a
-block's output depends only on the input, never on thread count or timing. The blocks
-concatenate into one ordinary deflate stream inside a gzip member with mtime 0 and no
-file name. Any gzip reader decompresses it.
+The input is cut into fixed 1 MiB blocks; each block is deflated on its own with the
+previous 32 KiB of *input* as its dictionary and ends with a sync flush, so a block's
+output depends only on the input (and the deflate library's version), never on thread
+count or timing. The blocks concatenate into one ordinary deflate stream inside a gzip
+member with mtime 0 and no file name. Any gzip reader decompresses it.
 
-Measured on this 2-core VM for a 97 MB layer: single-stream zlib level 6 took 4.2 s,
-pigz -6 3.0 s, this 2.3 s; the ratio is within 0.1 % of single-stream zlib.
+The deflater is ISA-L's (``isal``), level 2, not zlib: on this 2-core VM, for a 190 MB
+commit of mostly incompressible files, zlib level 6 took 5.1 s of CPU, zlib level 1
+3.0 s, ISA-L level 2 0.46 s (0.35 s wall on two threads), with output 3 % larger than
+zlib 6's (0.605 of the input against 0.586); for the text of the Python standard
+library 0.325 against 0.289 (zlib 1: 0.327). Compression was most of a commit's CPU.
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
-GZIP_LEVEL = 6
+from isal import isal_zlib
+
+GZIP_LEVEL = 2   # ISA-L's levels are 0-3
 ZSTD_LEVEL = 3
 BLOCK = 1 << 20
 WINDOW = 32 << 10
@@ -32,11 +37,12 @@ FINAL_BLOCK = b"\x03\x00"
 
 def _deflate_block(data: bytes, dictionary: bytes) -> bytes:
     if dictionary:
-        c = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, -15, 8, zlib.Z_DEFAULT_STRATEGY,
-                             dictionary)
+        c = isal_zlib.compressobj(GZIP_LEVEL, isal_zlib.DEFLATED, -15, 8,
+                                  isal_zlib.Z_DEFAULT_STRATEGY, dictionary)
     else:
-        c = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, -15, 8, zlib.Z_DEFAULT_STRATEGY)
-    return c.compress(data) + c.flush(zlib.Z_SYNC_FLUSH)
+        c = isal_zlib.compressobj(GZIP_LEVEL, isal_zlib.DEFLATED, -15, 8,
+                                  isal_zlib.Z_DEFAULT_STRATEGY)
+    return c.compress(data) + c.flush(isal_zlib.Z_SYNC_FLUSH)
 
 
 class ParallelGzip:

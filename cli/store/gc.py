@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import shutil
 import sqlite3
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from cli.store.blobs import temp_name
@@ -64,12 +63,13 @@ def empty_trash(trash: list[Path]) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
-@dataclass
 class Removal:
     """What one removal did, in Docker's report order."""
-    untagged: list[str] = field(default_factory=list)
-    deleted: list[str] = field(default_factory=list)
-    reclaimed: int = 0
+
+    def __init__(self) -> None:
+        self.untagged: list[str] = []
+        self.deleted: list[str] = []
+        self.reclaimed = 0
 
 
 def delete_image_rows(store, image_id: str, trash: list[Path], report: Removal) -> None:

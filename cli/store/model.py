@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass, field
+from cli.values import Record
 
 OCI_LAYOUT_VERSION = "1.0.0"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -38,6 +37,7 @@ def chain_id(parent_chain_id: str | None, diff_id: str) -> str:
     """The OCI ChainID: the layer's identity including everything below it."""
     if parent_chain_id is None:
         return diff_id
+    import hashlib   # here: OpenSSL's load is ~2 ms of every command that imports the store
     return "sha256:" + hashlib.sha256(f"{parent_chain_id} {diff_id}".encode()).hexdigest()
 
 
@@ -50,22 +50,27 @@ def short_id(image_id: str) -> str:
     return hex_of(image_id)[:12]
 
 
-@dataclass(frozen=True)
-class Layer:
-    digest: str        # compressed blob digest
-    size: int          # compressed blob size
-    diff_id: str       # digest of the uncompressed tar
+class Layer(Record):
+    """digest, size: the compressed blob's; diff_id: the uncompressed tar's digest."""
+    FIELDS = __slots__ = ("digest", "size", "diff_id", "media_type", "chain_id")
+    digest: str
+    size: int
+    diff_id: str
     media_type: str
     chain_id: str
 
 
-@dataclass(frozen=True)
-class Image:
-    id: str            # "sha256:" + config digest hex
+class Image(Record):
+    """id: "sha256:" + the config's digest hex; layers bottom first; repo_tags in the
+    familiar form ("busybox:latest"). The config takes no part in equality."""
+    FIELDS = __slots__ = ("id", "manifest_digest", "config", "layers", "repo_tags")
+    DEFAULTS = ((), ())
+    COMPARED = ("id", "manifest_digest", "layers", "repo_tags")
+    id: str
     manifest_digest: str
-    config: dict = field(hash=False, compare=False)
-    layers: tuple[Layer, ...] = ()   # bottom first
-    repo_tags: tuple[str, ...] = ()  # familiar names, e.g. "busybox:latest"
+    config: dict
+    layers: tuple[Layer, ...]
+    repo_tags: tuple[str, ...]
 
     @property
     def short_id(self) -> str:

@@ -1,0 +1,73 @@
+"""How the client starts a container's monitor: forked from the client (the default when
+nothing straddles the fork) or as a new interpreter (``LAYERBOX_MONITOR_EXEC=1``, and
+whenever the client runs other threads). Both must behave the same, and the forked
+monitor must be as detached as the other: own session, stdio on monitor.log, nothing of
+the client's left open."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.support.images import REPO_ROOT
+
+
+def _cli(root, *args, exec_monitor: bool, check: bool = True):
+    env = {**os.environ}
+    env.pop("LAYERBOX_MONITOR_EXEC", None)
+    if exec_monitor:
+        env["LAYERBOX_MONITOR_EXEC"] = "1"
+    proc = subprocess.run([sys.executable, "-m", "cli.main", "--root", str(root), *args],
+                          capture_output=True, text=True, cwd=REPO_ROOT, timeout=120, env=env)
+    if check:
+        assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+@pytest.mark.parametrize("exec_monitor", [False, True], ids=["fork", "exec"])
+def test_run_rm_is_the_same_either_way(root, exec_monitor):
+    proc = _cli(root, "run", "--rm", "--network", "none", "busybox", "sh", "-c",
+                "echo out; echo err >&2; exit 7", exec_monitor=exec_monitor, check=False)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (7, "out\n", "err\n")
+    # --rm: gone when run returns, as docker's
+    assert _cli(root, "ps", "-aq", exec_monitor=False).stdout == ""
+    assert os.listdir(root / "containers") == []
+    kept = _cli(root, "run", "--name", "kept", "--network", "none", "busybox", "echo", "hi",
+                exec_monitor=exec_monitor)
+    assert kept.stdout == "hi\n"
+    assert _cli(root, "logs", "kept", exec_monitor=False).stdout == "hi\n"
+
+
+@pytest.mark.parametrize("exec_monitor", [False, True], ids=["fork", "exec"])
+def test_monitor_is_detached(root, exec_monitor):
+    cid = _cli(root, "run", "-d", "--name", "bg", "--network", "none", "busybox", "sleep",
+               "300", exec_monitor=exec_monitor).stdout.strip()
+    state = json.loads(_cli(root, "inspect", "bg", exec_monitor=False).stdout)[0]["State"]
+    pid = state["MonitorPid"]
+    assert pid > 0
+    assert os.getsid(pid) != os.getsid(0)          # a session of its own
+    with open(f"/proc/{pid}/stat") as f:
+        ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+    assert ppid != os.getpid()
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        exec_cmdline = b"cli.monitor" in f.read()
+    assert exec_cmdline == exec_monitor            # the path under test was taken
+    with open(f"/proc/{pid}/comm") as f:
+        assert (f.read().strip() == "layerbox-monito") == (not exec_monitor)
+    fds = {int(fd): os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
+    assert fds[0] == os.devnull
+    log = str(root / "containers" / cid / "monitor.log")
+    assert fds[1] == fds[2] == log
+    # What the client had open (its terminal or pipes, its own db connection, the
+    # readiness pipe) is not: the monitor's files are its container's and the store's.
+    allowed = (str(root), "pipe:", "socket:", "anon_inode:", "/dev/ptmx", "/dev/pts/",
+               os.devnull)
+    assert [t for t in fds.values() if not t.startswith(allowed)] == []
+    db_fds = [t for t in fds.values() if t == str(root / "layerbox.db")]
+    assert len(db_fds) == 1                        # its own connection only
+    _cli(root, "rm", "-f", "bg", exec_monitor=False)
+    assert not (root / "containers" / cid).exists()
