@@ -12,6 +12,7 @@ import itertools
 import os
 import stat
 
+from overlayfs.longpath import near
 from overlayfs.whiteout import is_private_xattr
 
 _COPY_CHUNK = 1 << 24
@@ -77,6 +78,12 @@ def copy_entry(src_dir_fd: int, name: str, st: os.stat_result, work_fd: int,
     Returns the temp name; the caller renames it into place. Directories are created
     empty (their lower children stay visible through the merge).
     """
+    with near(src_dir_fd, name) as (src_dir_fd, name):
+        return _copy_entry(src_dir_fd, name, st, work_fd, with_data)
+
+
+def _copy_entry(src_dir_fd: int, name: str, st: os.stat_result, work_fd: int,
+                with_data: bool) -> str:
     tmp = temp_name()
     mode = st.st_mode
     kind = stat.S_IFMT(mode)
@@ -119,6 +126,11 @@ def copy_entry(src_dir_fd: int, name: str, st: os.stat_result, work_fd: int,
 
 def remove_entry(dir_fd: int, name: str) -> None:
     """Remove NAME and everything below it; never follows symlinks."""
+    with near(dir_fd, name) as (dir_fd, name):
+        _remove_entry(dir_fd, name)
+
+
+def _remove_entry(dir_fd: int, name: str) -> None:
     try:
         st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
     except FileNotFoundError:
@@ -130,7 +142,7 @@ def remove_entry(dir_fd: int, name: str) -> None:
                  dir_fd=dir_fd)
     try:
         for child in os.listdir(fd):
-            remove_entry(fd, child)
+            _remove_entry(fd, child)
     finally:
         os.close(fd)
     os.rmdir(name, dir_fd=dir_fd)

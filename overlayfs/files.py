@@ -6,12 +6,14 @@ was copied up after it was opened switch to the new copy, as the kernel overlay 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
 
 from overlayfs import whiteout as wh
 from overlayfs.copyup import proc_path
+from overlayfs.longpath import near
 from overlayfs.nodes import Node, os_error as _err
 
 
@@ -55,6 +57,15 @@ class FilesAndMetadata:
         elif handle is None or handle.layer != 0:
             raise _err(errno.ENOENT)
         fd, rel = self.backing(node) if node.names else (None, None)
+        with near(fd, rel) as (fd, rel):
+            self._set_attributes(node, handle, fd, rel, mode, uid, gid, size, atime_ns,
+                                 mtime_ns)
+        return node, self.stat_node(node)
+
+    def _set_attributes(self, node, handle, fd, rel, mode, uid, gid, size, atime_ns,
+                        mtime_ns) -> None:
+        """The changes of :meth:`setattr` on the backing file (FD, REL), or on HANDLE's
+        fd when FD is None (the file has no name left)."""
         if mode is not None:
             if fd is None:
                 os.fchmod(handle.fd, stat.S_IMODE(mode))
@@ -89,23 +100,25 @@ class FilesAndMetadata:
                 os.utime(handle.fd, ns=(atime_ns, mtime_ns))
             else:
                 os.utime(rel, ns=(atime_ns, mtime_ns), dir_fd=fd, follow_symlinks=False)
-        return node, self.stat_node(node)
 
     def readlink(self, ino: int) -> str:
-        fd, rel = self.backing(self.nodes.get(ino))
-        return os.readlink(rel, dir_fd=fd)
+        with near(*self.backing(self.nodes.get(ino))) as (fd, rel):
+            return os.readlink(rel, dir_fd=fd)
 
-    def _xattr_path(self, node: Node) -> str:
-        fd, rel = self.backing(node)
-        return proc_path(fd, rel)
+    @contextlib.contextmanager
+    def _xattr_path(self, node: Node):
+        """A path to NODE's backing file for the xattr calls (they have no ``*at`` form)."""
+        with near(*self.backing(node)) as (fd, rel):
+            yield proc_path(fd, rel)
 
     def _xattr_names(self, node: Node) -> tuple[str, ...]:
         if node.layer > 0 and node.origin is None:
             if node.lower_xattrs is None:
-                node.lower_xattrs = tuple(os.listxattr(self._xattr_path(node),
-                                                       follow_symlinks=False))
+                with self._xattr_path(node) as path:
+                    node.lower_xattrs = tuple(os.listxattr(path, follow_symlinks=False))
             return node.lower_xattrs
-        return tuple(os.listxattr(self._xattr_path(node), follow_symlinks=False))
+        with self._xattr_path(node) as path:
+            return tuple(os.listxattr(path, follow_symlinks=False))
 
     def getxattr(self, ino: int, name: str) -> bytes:
         if wh.is_private_xattr(name) or not self.config.xattrs:
@@ -113,7 +126,8 @@ class FilesAndMetadata:
         node = self.nodes.get(ino)
         if node.layer > 0 and name not in self._xattr_names(node):
             raise _err(errno.ENODATA)
-        return os.getxattr(self._xattr_path(node), name, follow_symlinks=False)
+        with self._xattr_path(node) as path:
+            return os.getxattr(path, name, follow_symlinks=False)
 
     def listxattr(self, ino: int) -> list[str]:
         if not self.config.xattrs:
@@ -128,14 +142,16 @@ class FilesAndMetadata:
             raise _err(errno.EPERM)
         node = self.nodes.get(ino)
         self.copy_up(node)
-        os.setxattr(self._xattr_path(node), name, value, follow_symlinks=False)
+        with self._xattr_path(node) as path:
+            os.setxattr(path, name, value, follow_symlinks=False)
 
     def removexattr(self, ino: int, name: str) -> None:
         if wh.is_private_xattr(name) or not self.config.xattrs:
             raise _err(errno.ENODATA)
         node = self.nodes.get(ino)
         self.copy_up(node)
-        os.removexattr(self._xattr_path(node), name, follow_symlinks=False)
+        with self._xattr_path(node) as path:
+            os.removexattr(path, name, follow_symlinks=False)
 
     def statfs(self) -> os.statvfs_result:
         return os.statvfs(f"/proc/self/fd/{self._fds[0]}")
@@ -161,10 +177,10 @@ class FilesAndMetadata:
         writable = (flags & os.O_ACCMODE) != os.O_RDONLY or bool(flags & os.O_TRUNC)
         if writable:
             self.copy_up(node, with_data=not flags & os.O_TRUNC)
-        fd, rel = self.backing(node)
         real_flags = self._open_flags(flags) if writable else \
             (flags & ~(os.O_CREAT | os.O_EXCL | os.O_TRUNC | os.O_APPEND)) | os.O_CLOEXEC
-        handle_fd = os.open(rel, real_flags, dir_fd=fd)
+        with near(*self.backing(node)) as (fd, rel):
+            handle_fd = os.open(rel, real_flags, dir_fd=fd)
         if flags & os.O_TRUNC:
             try:
                 self._truncate_opened(handle_fd, fd, rel, flags)
@@ -191,8 +207,8 @@ class FilesAndMetadata:
         handle = self._handles[fh]
         if handle.layer != 0 and handle.node.layer == 0 and handle.node.names:
             # Copied up since it was opened: read the new copy, as the kernel overlay does.
-            fd, rel = self.backing(handle.node)
-            new_fd = os.open(rel, os.O_RDONLY | os.O_CLOEXEC, dir_fd=fd)
+            with near(*self.backing(handle.node)) as (fd, rel):
+                new_fd = os.open(rel, os.O_RDONLY | os.O_CLOEXEC, dir_fd=fd)
             os.close(handle.fd)
             handle.fd, handle.layer = new_fd, 0
         return handle

@@ -6,8 +6,8 @@ as ``OSError`` with the errno the caller should see.
 
 Layers are numbered top first. With an upper directory, layer 0 is the upper and the
 lowers follow; without one, layer 0 is the topmost lower and the mount is read-only.
-Every path handed to a system call is relative to a layer's root fd, so paths stay
-short even deep inside the tree.
+Every path handed to a system call is relative to a layer's root fd, and walked down
+(:func:`overlayfs.longpath.near`) where the tree is deeper than one call takes.
 
 Semantics follow the kernel overlay (``../shared/spec/union-fs.md``):
 
@@ -36,6 +36,7 @@ from overlayfs import whiteout as wh
 from overlayfs.config import MountConfig
 from overlayfs.copyup import copy_entry, proc_path, remove_entry
 from overlayfs.files import FilesAndMetadata, Handle
+from overlayfs.longpath import lstat as _lstat, near
 from overlayfs.names import NameChanges
 from overlayfs.nodes import (ROOT_INODE, Node, NodeTable, at, check_name, child_path, node_path,
                              os_error as _err)
@@ -153,11 +154,10 @@ class Union(NameChanges, FilesAndMetadata):
         """The entry at REL in LAYER: its stat, False for a whiteout, None if absent."""
         fd = self._fds[layer]
         try:
-            st = os.stat(rel, dir_fd=fd, follow_symlinks=False)
+            st = _lstat(fd, rel)
         except (FileNotFoundError, NotADirectoryError):
             try:
-                os.stat(child_path(self.path(parent), wh.whiteout_file_name(name)),
-                        dir_fd=fd, follow_symlinks=False)
+                _lstat(fd, child_path(self.path(parent), wh.whiteout_file_name(name)))
             except OSError:
                 return None
             return False
@@ -231,8 +231,7 @@ class Union(NameChanges, FilesAndMetadata):
     def stat_node(self, node: Node) -> os.stat_result:
         if not node.names and node.ino != ROOT_INODE:
             return self._stat_unlinked(node)
-        fd, rel = self.backing(node)
-        st = os.stat(rel, dir_fd=fd, follow_symlinks=False)
+        st = _lstat(*self.backing(node))
         if node.is_dir:
             self.dir_layers(node)
             if node.merged_dir:
@@ -264,7 +263,8 @@ class Union(NameChanges, FilesAndMetadata):
         rel = at(self.path(node))
         for layer in self.dir_layers(node):
             hidden_here: set[str] = set()
-            fd = os.open(rel, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=self._fds[layer])
+            with near(self._fds[layer], rel) as (layer_fd, short):
+                fd = os.open(short, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=layer_fd)
             try:
                 with os.scandir(fd) as entries:
                     for entry in entries:
@@ -294,8 +294,7 @@ class Union(NameChanges, FilesAndMetadata):
     def child_entry(self, parent: Node, name: str, layer: int,
                     in_several_layers: bool = True) -> tuple[Node, os.stat_result]:
         """Node and attributes of a listed entry (for readdirplus; no lookup count)."""
-        rel = child_path(self.path(parent), name)
-        st = os.stat(rel, dir_fd=self._fds[layer], follow_symlinks=False)
+        st = _lstat(self._fds[layer], child_path(self.path(parent), name))
         node = self._node_for(parent, name, layer, st)
         if node.layer != layer or node.origin is not None:
             return node, self.stat_node(node)
@@ -310,7 +309,7 @@ class Union(NameChanges, FilesAndMetadata):
     # ------------------------------------------------------------------ copy-up
     def _upper_has(self, rel: str) -> os.stat_result | None:
         try:
-            return os.stat(rel, dir_fd=self._fds[0], follow_symlinks=False)
+            return _lstat(self._fds[0], rel)
         except FileNotFoundError:
             return None
         except OSError as exc:
@@ -327,14 +326,14 @@ class Union(NameChanges, FilesAndMetadata):
         self.ensure_upper_dir(parent)
         layers = self.dir_layers(node)
         rel = self.path(node)
-        st = os.stat(rel, dir_fd=self._fds[node.layer], follow_symlinks=False)
+        st = _lstat(self._fds[node.layer], rel)
         tmp = copy_entry(self._fds[node.layer], rel, st, self._work_fd)
         with self._parent_times_kept(parent):
-            os.rename(tmp, rel, src_dir_fd=self._work_fd, dst_dir_fd=self._fds[0])
+            self._into_upper(tmp, rel)
         node.layer = 0
         node.dir_layers = (0,) + layers
         node.merged_dir = True
-        up = os.stat(rel, dir_fd=self._fds[0], follow_symlinks=False)
+        up = _lstat(self._fds[0], rel)
         self.nodes.bind(node, (up.st_dev, up.st_ino))
 
     def copy_up(self, node: Node, name_ref: tuple[Node, str] | None = None,
@@ -351,13 +350,13 @@ class Union(NameChanges, FilesAndMetadata):
         if node.layer == 0:
             if node.origin is not None and self._upper_has(rel) is None:
                 self.ensure_upper_dir(parent)
-                with self._parent_times_kept(parent):
-                    os.link(self._index_name(node.origin), rel, src_dir_fd=self._work_fd,
-                            dst_dir_fd=self._fds[0], follow_symlinks=False)
+                with self._parent_times_kept(parent), near(self._fds[0], rel) as (fd, short):
+                    os.link(self._index_name(node.origin), short, src_dir_fd=self._work_fd,
+                            dst_dir_fd=fd, follow_symlinks=False)
                 self._set_remaining(node.origin, self._index[node.origin] - 1)
             return
         self.ensure_upper_dir(parent)
-        st = os.stat(rel, dir_fd=self._fds[node.layer], follow_symlinks=False)
+        st = _lstat(self._fds[node.layer], rel)
         tmp = copy_entry(self._fds[node.layer], rel, st, self._work_fd, with_data=with_data)
         if st.st_nlink > 1 and stat.S_ISREG(st.st_mode):
             origin = (st.st_dev, st.st_ino)
@@ -366,9 +365,9 @@ class Union(NameChanges, FilesAndMetadata):
             self._set_remaining(origin, st.st_nlink - 1)
             node.origin = origin
         with self._parent_times_kept(parent):
-            os.rename(tmp, rel, src_dir_fd=self._work_fd, dst_dir_fd=self._fds[0])
+            self._into_upper(tmp, rel)
         node.layer = 0
-        up = os.stat(rel, dir_fd=self._fds[0], follow_symlinks=False)
+        up = _lstat(self._fds[0], rel)
         self.nodes.bind(node, (up.st_dev, up.st_ino))
 
     @contextlib.contextmanager
@@ -377,10 +376,16 @@ class Union(NameChanges, FilesAndMetadata):
         parent's atime/mtime back after linking the copy into it (else every copy-up
         would show its parent as changed in ``diff``)."""
         parent_rel = at(self.path(parent))
-        before = os.stat(parent_rel, dir_fd=self._fds[0], follow_symlinks=False)
+        before = _lstat(self._fds[0], parent_rel)
         yield
-        os.utime(parent_rel, ns=(before.st_atime_ns, before.st_mtime_ns),
-                 dir_fd=self._fds[0], follow_symlinks=False)
+        with near(self._fds[0], parent_rel) as (fd, short):
+            os.utime(short, ns=(before.st_atime_ns, before.st_mtime_ns), dir_fd=fd,
+                     follow_symlinks=False)
+
+    def _into_upper(self, tmp: str, rel: str) -> None:
+        """Rename a finished copy from the work dir to REL in the upper layer."""
+        with near(self._fds[0], rel) as (fd, short):
+            os.rename(tmp, short, src_dir_fd=self._work_fd, dst_dir_fd=fd)
 
     def _materialize(self, node: Node) -> None:
         """Copy a directory's whole merged tree into the upper and make it opaque."""
@@ -417,8 +422,10 @@ class Union(NameChanges, FilesAndMetadata):
                     node.dir_layers = None
                     node.merged_dir = False
 
+
 def _drop_whiteouts(dir_fd: int, rel: str) -> None:
-    fd = os.open(rel, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=dir_fd)
+    with near(dir_fd, rel) as (parent_fd, short):
+        fd = os.open(short, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=parent_fd)
     try:
         with os.scandir(fd) as entries:
             for entry in entries:

@@ -14,6 +14,7 @@ import stat
 
 from overlayfs import whiteout as wh
 from overlayfs.copyup import remove_entry
+from overlayfs.longpath import lstat, near
 from overlayfs.nodes import Node, check_name, child_path, os_error as _err
 from overlayfs.rename import rename as _rename
 
@@ -48,24 +49,28 @@ class NameChanges:
         if st is not None:
             if not wh.is_whiteout_stat(st):
                 raise _err(errno.EEXIST)
-            os.unlink(rel, dir_fd=self._fds[0])
+            self._upper_unlink(rel)
             replaced = True
         wh_rel = child_path(self.path(parent), wh.whiteout_file_name(name))
         if self._upper_has(wh_rel) is not None:
-            os.unlink(wh_rel, dir_fd=self._fds[0])
+            self._upper_unlink(wh_rel)
             replaced = True
         return rel, replaced
 
     def owner_for(self, parent: Node, uid: int, gid: int) -> tuple[int, int]:
         """Owner of a new entry: the caller, with the group of a setgid parent."""
-        fd, rel = self.backing(parent)
-        pst = os.stat(rel, dir_fd=fd)
+        with near(*self.backing(parent)) as (fd, rel):
+            pst = os.stat(rel, dir_fd=fd)
         if pst.st_mode & stat.S_ISGID:
             gid = pst.st_gid
         return self.map_in(uid, gid)
 
+    def _upper_unlink(self, rel: str) -> None:
+        with near(self._fds[0], rel) as (fd, short):
+            os.unlink(short, dir_fd=fd)
+
     def _new_node(self, parent: Node, name: str, rel: str) -> tuple[Node, os.stat_result]:
-        st = os.stat(rel, dir_fd=self._fds[0], follow_symlinks=False)
+        st = lstat(self._fds[0], rel)
         old = self.nodes.by_identity((st.st_dev, st.st_ino))
         if old is not None:  # a recycled inode number of a deleted upper file
             self.nodes.unbind_all(old)
@@ -79,9 +84,10 @@ class NameChanges:
     def mkdir(self, parent_ino: int, name: str, mode: int, uid: int, gid: int):
         parent = self.nodes.get(parent_ino)
         rel, hides_lower = self._prepare_name(parent, name)
-        os.mkdir(rel, stat.S_IMODE(mode), dir_fd=self._fds[0])
-        os.chown(rel, *self.owner_for(parent, uid, gid), dir_fd=self._fds[0],
-                 follow_symlinks=False)
+        with near(self._fds[0], rel) as (fd, short):
+            os.mkdir(short, stat.S_IMODE(mode), dir_fd=fd)
+            os.chown(short, *self.owner_for(parent, uid, gid), dir_fd=fd,
+                     follow_symlinks=False)
         if hides_lower:
             self._whiteouts.mark_opaque_at(self._fds[0], rel)
         return self._new_node(parent, name, rel)
@@ -89,24 +95,27 @@ class NameChanges:
     def mknod(self, parent_ino: int, name: str, mode: int, rdev: int, uid: int, gid: int):
         parent = self.nodes.get(parent_ino)
         rel, _ = self._prepare_name(parent, name)
-        os.mknod(rel, mode, rdev, dir_fd=self._fds[0])
-        os.chown(rel, *self.owner_for(parent, uid, gid), dir_fd=self._fds[0],
-                 follow_symlinks=False)
+        with near(self._fds[0], rel) as (fd, short):
+            os.mknod(short, mode, rdev, dir_fd=fd)
+            os.chown(short, *self.owner_for(parent, uid, gid), dir_fd=fd,
+                     follow_symlinks=False)
         return self._new_node(parent, name, rel)
 
     def symlink(self, parent_ino: int, name: str, target: str, uid: int, gid: int):
         parent = self.nodes.get(parent_ino)
         rel, _ = self._prepare_name(parent, name)
-        os.symlink(target, rel, dir_fd=self._fds[0])
-        os.chown(rel, *self.owner_for(parent, uid, gid), dir_fd=self._fds[0],
-                 follow_symlinks=False)
+        with near(self._fds[0], rel) as (fd, short):
+            os.symlink(target, short, dir_fd=fd)
+            os.chown(short, *self.owner_for(parent, uid, gid), dir_fd=fd,
+                     follow_symlinks=False)
         return self._new_node(parent, name, rel)
 
     def create(self, parent_ino: int, name: str, mode: int, flags: int, uid: int, gid: int):
         parent = self.nodes.get(parent_ino)
         rel, _ = self._prepare_name(parent, name)
-        fd = os.open(rel, self._open_flags(flags) | os.O_CREAT | os.O_EXCL,
-                     stat.S_IMODE(mode), dir_fd=self._fds[0])
+        with near(self._fds[0], rel) as (dir_fd, short):
+            fd = os.open(short, self._open_flags(flags) | os.O_CREAT | os.O_EXCL,
+                         stat.S_IMODE(mode), dir_fd=dir_fd)
         try:
             os.fchown(fd, *self.owner_for(parent, uid, gid))
             node, st = self._new_node(parent, name, rel)
@@ -124,8 +133,10 @@ class NameChanges:
         rel, _ = self._prepare_name(parent, name)
         src_fd, src_rel = (self._work_fd, self._index_name(node.origin)) if node.origin \
             else (self._fds[0], self.path(node))
-        os.link(src_rel, rel, src_dir_fd=src_fd, dst_dir_fd=self._fds[0],
-                follow_symlinks=False)
+        with near(src_fd, src_rel) as (src_fd, src_rel), \
+                near(self._fds[0], rel) as (dst_fd, rel):
+            os.link(src_rel, rel, src_dir_fd=src_fd, dst_dir_fd=dst_fd,
+                    follow_symlinks=False)
         node.names.append((parent, name))
         node.lookups += 1
         return node, self.stat_node(node)
@@ -151,7 +162,7 @@ class NameChanges:
         needs_whiteout = layer > 0 or self._lower_has(parent, name)
         self.ensure_upper_dir(parent)
         if layer == 0:
-            os.unlink(rel, dir_fd=self._fds[0])
+            self._upper_unlink(rel)
         elif node is not None and node.origin is not None:
             self._set_remaining(node.origin, self._index[node.origin] - 1)
         if needs_whiteout:

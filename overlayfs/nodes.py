@@ -4,9 +4,13 @@ Invariants (the rest of the package relies on them):
 
 * A :class:`Node` is one merged file system object. Its FUSE inode number never
   changes while the node lives, also not when copy-up moves its backing file from a
-  lower layer to the upper one, so ``st_ino`` is stable for the life of the mount.
+  lower layer to the upper one.
 * A node lives while the kernel holds a lookup reference (``lookups > 0``), or while
   a handle is open on it. Only ``forget`` retires a node (pyfuse3's lookup-count rules).
+  A retired node that still has names leaves its inode number behind, keyed by its
+  backing identities, and the node made for that file later takes it again: the
+  kernel forgets inodes whenever it likes (memory pressure, ``drop_caches``), and
+  ``st_ino`` must stay the same for the life of the mount all the same.
 * Each name of a node is a ``(parent Node, name)`` pair; directories have at most one
   name, hard-linked files several. A node with no names is unlinked (it may still be
   open). Paths are derived from names on demand, never stored, so a directory rename
@@ -72,12 +76,14 @@ class Node:
 class NodeTable:
     """Inode numbers → nodes, and backing identities → nodes."""
 
-    __slots__ = ("_nodes", "_identity", "_next_ino")
+    __slots__ = ("_nodes", "_identity", "_next_ino", "_retired_ino")
 
     def __init__(self) -> None:
         self._nodes: dict[int, Node] = {}
         self._identity: dict[tuple[int, int], Node] = {}
         self._next_ino = ROOT_INODE + 1
+        #: Backing identity → inode number of a retired node whose file still exists.
+        self._retired_ino: dict[tuple[int, int], int] = {}
 
     def add_root(self, layer: int, key: tuple[int, int]) -> Node:
         root = Node(ROOT_INODE, True, layer)
@@ -87,8 +93,11 @@ class NodeTable:
         return root
 
     def new(self, is_dir: bool, layer: int, key: tuple[int, int]) -> Node:
-        node = Node(self._next_ino, is_dir, layer)
-        self._next_ino += 1
+        ino = self._retired_ino.pop(key, None)
+        if ino is None or ino in self._nodes:
+            ino = self._next_ino
+            self._next_ino += 1
+        node = Node(ino, is_dir, layer)
         self._nodes[node.ino] = node
         self.bind(node, key)
         return node
@@ -115,6 +124,11 @@ class NodeTable:
     def maybe_retire(self, node: Node) -> None:
         if node.lookups <= 0 and node.open_count <= 0 and node.ino != ROOT_INODE:
             self._nodes.pop(node.ino, None)
+            for key in node.keys:
+                if node.names:
+                    self._retired_ino[key] = node.ino
+                else:  # the file is gone; a new file may reuse its backing inode
+                    self._retired_ino.pop(key, None)
             self.unbind_all(node)
 
     def __len__(self) -> int:

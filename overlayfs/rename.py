@@ -16,6 +16,7 @@ import stat
 
 from overlayfs import whiteout as wh
 from overlayfs.copyup import remove_entry
+from overlayfs.longpath import near
 from overlayfs.nodes import check_name, child_path
 
 RENAME_NOREPLACE = 1
@@ -25,9 +26,10 @@ _libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
 
 
 def renameat2(src_fd: int, src: str, dst_fd: int, dst: str, flags: int) -> None:
-    if _libc.renameat2(src_fd, os.fsencode(src), dst_fd, os.fsencode(dst), flags) != 0:
-        code = ctypes.get_errno()
-        raise OSError(code, os.strerror(code))
+    with near(src_fd, src) as (src_fd, src), near(dst_fd, dst) as (dst_fd, dst):
+        if _libc.renameat2(src_fd, os.fsencode(src), dst_fd, os.fsencode(dst), flags) != 0:
+            code = ctypes.get_errno()
+            raise OSError(code, os.strerror(code))
 
 
 def _err(code: int) -> OSError:
@@ -94,13 +96,14 @@ def rename(self, old_parent_ino: int, old_name: str, new_parent_ino: int, new_na
     if in_upper is not None:
         if wh.is_whiteout_stat(in_upper):
             if src_is_dir:
-                os.unlink(new_rel, dir_fd=upper)
+                self._upper_unlink(new_rel)
         elif stat.S_ISDIR(in_upper.st_mode):
             _empty_dir(upper, new_rel)  # merged-empty: only whiteouts are left inside
     wh_rel = child_path(self.path(new_parent), wh.whiteout_file_name(new_name))
     if self._upper_has(wh_rel) is not None:
-        os.unlink(wh_rel, dir_fd=upper)
-    os.rename(old_rel, new_rel, src_dir_fd=upper, dst_dir_fd=upper)
+        self._upper_unlink(wh_rel)
+    with near(upper, old_rel) as (old_fd, old_short), near(upper, new_rel) as (new_fd, new_short):
+        os.rename(old_short, new_short, src_dir_fd=old_fd, dst_dir_fd=new_fd)
     if src_is_dir and (dst_lower or in_upper is not None and wh.is_whiteout_stat(in_upper)):
         self._whiteouts.mark_opaque_at(upper, new_rel)
     if src_lower:
@@ -130,8 +133,9 @@ def _settle_dir(self, node) -> None:
 
 
 def _empty_dir(dir_fd: int, rel: str) -> None:
-    fd = os.open(rel, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
-                 dir_fd=dir_fd)
+    with near(dir_fd, rel) as (parent_fd, short):
+        fd = os.open(short, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     dir_fd=parent_fd)
     try:
         for name in os.listdir(fd):
             remove_entry(fd, name)

@@ -12,8 +12,9 @@ Three families meet here:
 * the OCI layer-tar form (``.wh.NAME`` and ``.wh..wh..opq`` members), converted by
   :mod:`overlayfs.layer_tar` using the names defined here.
 
-All functions take a directory file descriptor plus a name, so callers never build
-long absolute paths (deep trees stay below PATH_MAX).
+All functions take a directory file descriptor plus a name (or a path relative to it,
+walked down when it is too long for one call), so callers never build long absolute
+paths.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from __future__ import annotations
 import errno
 import os
 import stat
+
+from overlayfs.longpath import near
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER_NAME = ".wh..wh..opq"
@@ -90,7 +93,8 @@ def is_opaque_fd(dir_fd: int) -> bool:
 
 def is_opaque_at(parent_fd: int, name: str) -> bool:
     """True if directory NAME inside PARENT_FD is opaque."""
-    fd = os.open(name, _DIR_OPEN_FLAGS, dir_fd=parent_fd)
+    with near(parent_fd, name) as (parent_fd, name):
+        fd = os.open(name, _DIR_OPEN_FLAGS, dir_fd=parent_fd)
     try:
         return is_opaque_fd(fd)
     finally:
@@ -112,6 +116,11 @@ def redirect_of_fd(dir_fd: int) -> str | None:
 
 def is_whiteout_at(dir_fd: int, name: str) -> bool:
     """True if NAME is deleted in this layer directory, in either whiteout form."""
+    with near(dir_fd, name) as (dir_fd, name):
+        return _is_whiteout_at(dir_fd, name)
+
+
+def _is_whiteout_at(dir_fd: int, name: str) -> bool:
     try:
         st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
     except FileNotFoundError:
@@ -141,6 +150,10 @@ class WhiteoutWriter:
 
     def make_whiteout(self, dir_fd: int, name: str) -> None:
         """Mark NAME deleted inside DIR_FD. NAME must not exist in this directory."""
+        with near(dir_fd, name) as (dir_fd, name):
+            self._make_whiteout(dir_fd, name)
+
+    def _make_whiteout(self, dir_fd: int, name: str) -> None:
         if self._mknod_works:
             try:
                 os.mknod(name, stat.S_IFCHR | 0o000, os.makedev(0, 0), dir_fd=dir_fd)
@@ -166,7 +179,8 @@ class WhiteoutWriter:
         os.setxattr(dir_fd, USER_OPAQUE, b"y")
 
     def mark_opaque_at(self, parent_fd: int, name: str) -> None:
-        fd = os.open(name, _DIR_OPEN_FLAGS, dir_fd=parent_fd)
+        with near(parent_fd, name) as (parent_fd, name):
+            fd = os.open(name, _DIR_OPEN_FLAGS, dir_fd=parent_fd)
         try:
             self.mark_opaque_fd(fd)
         finally:

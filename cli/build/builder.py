@@ -45,13 +45,32 @@ class BuildOptions:
     no_cache: bool = False
     target: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
+    #: RUN's network unless a RUN says --network: "host" (outbound access) or "none".
     network: str = "host"
+    #: --allow entitlements: "security.insecure" lets RUN --security=insecure run privileged.
+    allow: frozenset[str] = frozenset()
     quiet: bool = False
+    #: fetch_base(store, name, out): pull a base image that FROM names (when it is
+    #: missing, or always with --pull); None: FROM uses only what the store has.
+    fetch_base: Callable | None = None
     output_fd: int | None = None   # where RUN output goes (the live view's pipe); None: 1 and 2
 
 
 class RunFailed(UserError):
     """A RUN step exited non-zero (Docker's message)."""
+
+
+class _TextOut:
+    """The build's output as a text stream, for the pull progress of a FROM."""
+
+    def __init__(self, write: Callable[[str], None]):
+        self.write = write
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
 
 
 def _ensure_cache_table(store) -> None:
@@ -126,6 +145,8 @@ class Builder:
         elif header.base == "scratch":
             image = None
         else:
+            if self.opts.fetch_base is not None:
+                self.opts.fetch_base(self.store, header.base, _TextOut(self.write))
             image = self.store.resolve_image(header.base)
         if image is None:
             config = {"architecture": "amd64", "os": "linux", "config": {},
@@ -355,11 +376,27 @@ class Builder:
 
     # -- RUN ----------------------------------------------------------------------------
 
+    def _run_sandbox(self, instr: ins.Run) -> tuple[str, bool]:
+        """(network mode, privileged) for a RUN: its --network and --security flags
+        over the build's; --security=insecure needs the build's --allow, as BuildKit's
+        entitlement does."""
+        network = self.opts.network if instr.network in (None, "default") else instr.network
+        insecure = instr.security == "insecure"
+        if insecure and "security.insecure" not in self.opts.allow:
+            raise UserError(f"{self.opts.dockerfile_name}:{instr.line}: RUN --security=insecure "
+                            "needs the entitlement: layerbox build --allow security.insecure")
+        return network, insecure
+
     def _run(self, scope: StageScope, instr: ins.Run, parent, config):
         from cli import containers
         from cli.commit import export_upper
         created_by = scope.created_by(instr)
-        key = _key(created_by)
+        network, insecure = self._run_sandbox(instr)
+        # The history line is the classic builder's; the cache key also holds what
+        # RUN's flags change about the sandbox, so --network=none is not a hit for a
+        # step that had the network.
+        key = _key(created_by, f"network={network} insecure={insecure}"
+                   if (network, insecure) != (self.opts.network, False) else "")
         cached = self._cached(parent, key)
         if cached is not None:
             return cached, image_config_copy(self.store, cached)
@@ -369,8 +406,8 @@ class Builder:
         cfg = config.get("config") or {}
         opts = containers.CreateOptions(
             image=parent.id, command=argv, entrypoint="", env=tuple(scope.run_env()),
-            workdir=scope.workdir, user=cfg.get("User") or "",
-            network="host" if self.opts.network == "host" else "none")
+            workdir=scope.workdir, user=cfg.get("User") or "", network=network,
+            security={"privileged": True} if insecure else {})
         if self.opts.quiet:
             out_fd = err_fd = os.open(os.devnull, os.O_WRONLY)
         elif self.opts.output_fd is not None:

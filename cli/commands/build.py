@@ -8,8 +8,13 @@ from pathlib import Path
 
 from cli.errors import UserError
 
+#: BuildKit's entitlements that RUN flags can ask for; network.host needs none here,
+#: since RUN has the host's network stack by default.
+ENTITLEMENTS = {"security.insecure", "network.host"}
+
 
 def register(subparsers) -> None:
+    from cli.commands.pull import add_registry_options
     p = subparsers.add_parser("build", help="Build an image from a Dockerfile",
                               description="Build an image from a Dockerfile")
     p.add_argument("-t", "--tag", action="append", default=[], metavar="NAME[:TAG]")
@@ -20,7 +25,13 @@ def register(subparsers) -> None:
     p.add_argument("--target", default=None, metavar="STAGE")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the image id")
     p.add_argument("--label", action="append", default=[], metavar="K=V")
-    p.add_argument("--network", default="host", choices=["host", "none", "default"])
+    p.add_argument("--network", default="default", choices=["default", "host", "none"],
+                   help="RUN's network: default (outbound access, the host's stack) or none")
+    p.add_argument("--allow", action="append", default=[], choices=sorted(ENTITLEMENTS),
+                   help="extra privileged entitlement: security.insecure (RUN --security=insecure)")
+    p.add_argument("--pull", action="store_true",
+                   help="always attempt to pull a newer version of the FROM images")
+    add_registry_options(p)
     p.add_argument("--progress", default="auto", choices=["plain", "auto", "tty"],
                    help="auto: a live view on a terminal, else plain (the classic step lines)")
     p.add_argument("path", metavar="PATH|-")
@@ -40,6 +51,13 @@ def _pairs(items: list[str], *, from_env: bool) -> dict[str, str]:
                 continue   # docker: --build-arg NAME without a value takes it from the env
         out[key] = value
     return out
+
+
+def _base_fetcher(args):
+    from cli.commands.pull import ensure_image
+    policy = "always" if args.pull else "missing"
+    return lambda store, name, out: ensure_image(store, name, policy, args, out,
+                                                say_missing=False)
 
 
 def run(args) -> int:
@@ -76,7 +94,9 @@ def run(args) -> int:
                         tags=list(args.tag), build_args=_pairs(args.build_arg, from_env=True),
                         no_cache=args.no_cache, target=args.target,
                         labels=_pairs(args.label, from_env=False),
-                        network="none" if args.network == "none" else "host", quiet=args.quiet)
+                        network="none" if args.network == "none" else "host",
+                        allow=frozenset(args.allow), quiet=args.quiet,
+                        fetch_base=_base_fetcher(args))
 
     live = None
     if not args.quiet and (args.progress == "tty" or

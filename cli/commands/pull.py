@@ -45,6 +45,42 @@ def progress_for(args):
     return Progress(sys.stdout, tty=sys.stdout.isatty())
 
 
+#: docker run/create --pull: when to fetch the image before creating the container.
+PULL_POLICIES = ("missing", "always", "never")
+
+
+def ensure_image(store, name: str, policy: str, args, out, *, say_missing: bool = True) -> None:
+    """Pull NAME first, as ``docker run``/``create``/``build`` do, when POLICY asks:
+    ``missing`` (the default) only when the store cannot resolve NAME, ``always``
+    every time, ``never`` not at all. Progress goes to OUT (stderr for run, so the
+    container's stdout stays its own). The classic builder's FROM does not say
+    "Unable to find image" (SAY_MISSING false), it shows the pull alone."""
+    from cli.reference import try_parse
+    from cli.store.errors import NoSuchImage
+    ref = try_parse(name)
+    if policy == "never" or ref is None:   # None: an image id, nothing to pull
+        return
+    if ref.digest is None:
+        ref = ref.with_default_tag()
+    if policy == "missing":
+        try:
+            store.resolve_image_id(name)
+            return
+        except NoSuchImage:
+            pass
+        if say_missing:
+            out.write(f"Unable to find image '{ref.familiar}' locally\n")
+            out.flush()
+    from cli.registry.progress import Progress
+    from cli.registry.pull import pull
+    pull(store, str(ref), client_factory(args, "pull"), Progress(out, tty=out.isatty()))
+
+
+def add_pull_policy(p) -> None:
+    p.add_argument("--pull", choices=PULL_POLICIES, default="missing",
+                   help='pull the image before running ("missing", "always", "never")')
+
+
 def add_arguments(p) -> None:
     p.add_argument("name", metavar="NAME[:TAG|@DIGEST]")
     add_registry_options(p)

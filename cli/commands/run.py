@@ -8,6 +8,9 @@ from cli.errors import UserError
 
 
 def add_create_arguments(p) -> None:
+    from cli.commands.pull import add_pull_policy, add_registry_options
+    add_pull_policy(p)
+    add_registry_options(p)
     p.add_argument("-i", "--interactive", action="store_true", help="keep STDIN open")
     p.add_argument("-t", "--tty", action="store_true", help="allocate a pseudo-TTY")
     p.add_argument("--name", help="assign a name to the container")
@@ -94,6 +97,7 @@ def create_from_args(store, args):
     import dataclasses
 
     from cli import containers, mounts, network
+    from cli.commands.pull import ensure_image
     mode = network.normalize_mode(args.network)
     ports = [network.parse_publish(p) for p in args.publish]
     if ports and mode != "bridge":
@@ -109,6 +113,8 @@ def create_from_args(store, args):
         labels=tuple(label if "=" in label else f"{label}=" for label in args.label),
         stop_signal=args.stop_signal, security=_security(args),
         mounts=tuple(mounts.parse_all(args.volume, args.mount, args.tmpfs)))
+    import sys
+    ensure_image(store, args.image, args.pull, args, sys.stderr)
     return containers.create(store, opts)
 
 

@@ -226,3 +226,27 @@ def test_stdin_dockerfile_quiet_label_and_history_sizes(busybox_root, tmp_path):
                       input=b"FROM busybox\nRUN <<EOF\n#!/bin/sh\nexit 4\nEOF\n")
     assert script.stderr.strip() == \
         "Error: The command '/bin/sh -c <<EOF' returned a non-zero code: 4"
+
+
+def test_run_network_and_security_flags_change_the_sandbox(busybox_root, tmp_path):
+    """RUN --network=none has only a loopback; --security=insecure runs privileged,
+    and only with the build's --allow security.insecure (BuildKit's entitlement)."""
+    ctx = _ctx(tmp_path, {"Dockerfile":
+        "FROM busybox\n"
+        "RUN --network=none cat /proc/net/dev > /net-none\n"
+        "RUN cat /proc/net/dev > /net-default\n"
+        "RUN --security=insecure grep CapEff /proc/self/status > /caps-insecure\n"
+        "RUN grep CapEff /proc/self/status > /caps-default\n"})
+    refused = layerbox(busybox_root, "build", "-t", "sandbox", str(ctx), check=False)
+    assert refused.returncode != 0 and len(refused.stderr.splitlines()) == 1
+    assert "Dockerfile:4: RUN --security=insecure needs the entitlement" in refused.stderr
+    layerbox(busybox_root, "build", "--allow", "security.insecure", "-t", "sandbox", str(ctx))
+
+    def read(path: str) -> str:
+        return layerbox(busybox_root, "run", "--rm", "sandbox", "cat", path).stdout
+
+    interfaces = [line.split(":")[0].strip() for line in read("/net-none").splitlines()[2:]]
+    assert interfaces == ["lo"]
+    assert len(read("/net-default").splitlines()[2:]) > 1
+    insecure, default = read("/caps-insecure").split()[1], read("/caps-default").split()[1]
+    assert int(insecure, 16) > int(default, 16) and int(default, 16) == 0xa80425fb

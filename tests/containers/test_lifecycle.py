@@ -127,7 +127,7 @@ def test_dead_monitor_is_reported_and_rm_f_cleans_up(root):
     (["diff", "nope"], "Error: No such container: nope"),
     (["commit", "nope"], "Error: No such container: nope"),
     (["stop", "nope"], "Error: No such container: nope"),
-    (["run", "missing:image", "true"], "Error: No such image: missing:image"),
+    (["run", "--pull", "never", "missing:image", "true"], "Error: No such image: missing:image"),
     (["run", "--rm", "busybox", "no-such-command"], "executable file not found"),
 ])
 def test_bad_input_gets_one_clear_line(root, args, message):

@@ -3,6 +3,7 @@ union mounts; expectations are what the kernel overlay does (spec/union-fs.md §
 
 import errno
 import os
+import stat
 import subprocess
 
 import pytest
@@ -137,6 +138,81 @@ def test_a_path_of_4000_bytes_inside_the_mount_works(union):
     finally:
         os.close(upper_fd)
 
+
+_DEEP = ["c" * 199] * 24  # 4800 bytes below "top": past PATH_MAX in every layer
+
+
+def _walk_down(root, names, *, create: bool = False) -> list[int]:
+    """Directory fds from ROOT down through NAMES (made first if CREATE), one name per
+    call: the only way to reach a directory deeper than PATH_MAX."""
+    fds = [os.open(root, os.O_RDONLY | os.O_DIRECTORY)]
+    for name in names:
+        if create:
+            os.mkdir(name, dir_fd=fds[-1])
+        fds.append(os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fds[-1]))
+    return fds
+
+
+def _make_deep_lower(lowers) -> None:
+    fds = _walk_down(lowers[0] / "top", _DEEP, create=True)
+    try:
+        for name in ("lowfile", "gone"):
+            fd = os.open(name, os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=fds[-1])
+            os.write(fd, b"low")
+            os.close(fd)
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def test_paths_longer_than_path_max_inside_the_mount_work(union):
+    """pjdfstest's */03.t: the kernel resolves a name at a time, so entries may sit
+    deeper than PATH_MAX below a layer root; every operation must still work there."""
+    u = union({"top": Dir()}, prepare=_make_deep_lower)
+    fds = _walk_down(u.mnt / "top", _DEEP)
+    d = fds[-1]
+    try:
+        fd = os.open("lowfile", os.O_RDWR | os.O_APPEND, dir_fd=d)   # copy-up at depth
+        os.write(fd, b"+up")
+        os.close(fd)
+        os.unlink("gone", dir_fd=d)                                  # whiteout at depth
+        os.mkdir("sub", 0o755, dir_fd=d)
+        fd = os.open("f", os.O_CREAT | os.O_WRONLY, 0o644, dir_fd=d)
+        os.write(fd, b"deep data")
+        os.close(fd)
+        os.chmod("f", 0o600, dir_fd=d)
+        os.chown("f", 1, 2, dir_fd=d)
+        os.truncate(f"/proc/self/fd/{d}/f", 4)
+        os.utime("f", ns=(10**9, 2 * 10**9), dir_fd=d)
+        os.setxattr(f"/proc/self/fd/{d}/f", "user.k", b"v")
+        os.symlink("f", "sl", dir_fd=d)
+        os.link("f", "hl", src_dir_fd=d, dst_dir_fd=d)
+        os.rename("f", "g", src_dir_fd=d, dst_dir_fd=d)
+        os.mknod("fifo", 0o600 | stat.S_IFIFO, dir_fd=d)
+        st = os.stat("g", dir_fd=d)
+        assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, st.st_size, st.st_nlink,
+                st.st_mtime_ns) == (0o600, 1, 2, 4, 2, 2 * 10**9)
+        assert os.getxattr(f"/proc/self/fd/{d}/g", "user.k") == b"v"
+        assert os.readlink("sl", dir_fd=d) == "f"
+        assert sorted(os.listdir(d)) == ["fifo", "g", "hl", "lowfile", "sl", "sub"]
+        fd = os.open("lowfile", os.O_RDONLY, dir_fd=d)
+        assert os.read(fd, 20) == b"low+up"
+        os.close(fd)
+        for name in ("sl", "hl", "fifo"):
+            os.unlink(name, dir_fd=d)
+        os.rmdir("sub", dir_fd=d)
+        assert sorted(os.listdir(d)) == ["g", "lowfile"]
+    finally:
+        for fd in fds:
+            os.close(fd)
+    up = _walk_down(u.upper / "top", _DEEP)
+    try:
+        assert sorted(os.listdir(up[-1])) == ["g", "gone", "lowfile"]
+        assert stat.S_ISCHR(os.stat("gone", dir_fd=up[-1], follow_symlinks=False).st_mode)
+        assert os.stat("g", dir_fd=up[-1]).st_size == 4
+    finally:
+        for fd in up:
+            os.close(fd)
 
 # ---------------------------------------------------------------- xattrs, statfs
 

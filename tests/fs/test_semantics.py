@@ -43,10 +43,7 @@ def test_a_file_in_a_higher_layer_hides_a_directory_below(union):
     assert sorted(os.listdir(u.mnt)) == ["d"]
 
 
-@pytest.mark.parametrize("form", ["chardev", "file"])
-def test_whiteouts_in_lowers_hide_entries(union, impl, form, known_difference):
-    if impl == KERNEL and form == "file":
-        pytest.skip("the kernel overlay reads only 0:0 device whiteouts")
+def _check_whiteouts_hide_entries(union, form):
     u = union({"gone": Whiteout(form), "d/gone": Whiteout(form), "dd": Whiteout(form)},
               {"gone": File(b"x"), "kept": File(b"k"), "d/gone": File(b"y"),
                "d/kept": File(b"z"), "dd/child": File(b"c")})
@@ -59,10 +56,16 @@ def test_whiteouts_in_lowers_hide_entries(union, impl, form, known_difference):
     assert (u.mnt / "gone").read_bytes() == b"new"
 
 
-@pytest.mark.parametrize("form", ["trusted", "user", "fuseoverlayfs", "marker"])
-def test_opaque_directories_hide_everything_below(union, impl, form):
-    if impl == KERNEL and form != "trusted":
-        pytest.skip("the kernel overlay (without userxattr) reads trusted.overlay.opaque only")
+def test_device_whiteouts_in_lowers_hide_entries(union, known_difference):
+    _check_whiteouts_hide_entries(union, "chardev")
+
+
+@pytest.mark.program_only  # the kernel overlay reads only 0:0 device whiteouts
+def test_wh_file_whiteouts_in_lowers_hide_entries(union, known_difference):
+    _check_whiteouts_hide_entries(union, "file")
+
+
+def _check_opaque_directory_hides_everything_below(union, form):
     u = union({"d": Dir(opaque=form), "d/new": File(b"n")},
               {"d/old": File(b"o"), "d/sub/deep": File(b"x"), "other": File(b"")})
     assert sorted(os.listdir(u.mnt / "d")) == ["new"]
@@ -71,9 +74,18 @@ def test_opaque_directories_hide_everything_below(union, impl, form):
     assert sorted(os.listdir(u.mnt)) == ["d", "other"]
 
 
-def test_bookkeeping_names_are_never_visible(union, impl):
-    if impl == KERNEL:
-        pytest.skip(".wh. names are ordinary names to the kernel overlay")
+def test_trusted_opaque_directories_hide_everything_below(union):
+    _check_opaque_directory_hides_everything_below(union, "trusted")
+
+
+@pytest.mark.program_only  # the kernel overlay (without userxattr) reads trusted.overlay.opaque only
+@pytest.mark.parametrize("form", ["user", "fuseoverlayfs", "marker"])
+def test_other_opaque_forms_hide_everything_below(union, form):
+    _check_opaque_directory_hides_everything_below(union, form)
+
+
+@pytest.mark.program_only  # .wh. names are ordinary names to the kernel overlay
+def test_bookkeeping_names_are_never_visible(union):
     u = union({"d": Dir(opaque="marker"), "x": Whiteout("file")}, {"x": File(b""), "d/a": File()})
     for path in (u.mnt, u.mnt / "d"):
         assert not [n for n in os.listdir(path) if n.startswith(".wh.")]

@@ -151,3 +151,25 @@ def test_a_read_only_union_refuses_writes(tmp_path):
         assert exc.value.errno == errno.EROFS
     finally:
         u.close()
+
+
+def _forget_all(u: Union, path: str) -> int:
+    """Look PATH up, then forget it the way the kernel does when it drops the inode."""
+    ino = _ino(u, path)
+    node = u.nodes.get(ino)
+    u.forget(ino, node.lookups)
+    assert u.nodes.find(ino) is None  # retired
+    return ino
+
+
+def test_inode_numbers_survive_the_kernel_forgetting_the_inode(union):
+    fh, _, _ = union.create(ROOT_INODE, "new", 0o644, os.O_WRONLY, 0, 0)
+    union.release(fh)
+    copied = _ino(union, "etc/motd")
+    union.setattr(copied, mode=0o600)  # copied up: its backing file changed layer
+    for path in ("etc/motd", "new", "dir", "dir/sub/b", "hard2"):
+        ino = _forget_all(union, path)
+        assert _ino(union, path) == ino, path
+        _forget_all(union, path)
+        assert union.getattr(_ino(union, path))[0].ino == ino, path
+

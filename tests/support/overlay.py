@@ -21,7 +21,7 @@ import stat
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -255,11 +255,17 @@ class UnionFactory:
         self._count = 0
 
     def __call__(self, *layers: Mapping[str, object], upper: Mapping[str, object] | None = None,
-                 writable: bool = True, redirect_dir: bool = False) -> Union:
-        """Mount LAYERS (top first) with an upper built from UPPER (empty if None)."""
+                 writable: bool = True, redirect_dir: bool = False,
+                 prepare: Callable[[list[Path]], None] | None = None) -> Union:
+        """Mount LAYERS (top first) with an upper built from UPPER (empty if None).
+
+        PREPARE, if given, gets the built lower dirs before the mount (for content the
+        entry specs cannot express, like trees deeper than PATH_MAX)."""
         self._count += 1
         top = self.base / f"u{self._count}"
         lowers = [build_layer(top / f"lower{i}", spec) for i, spec in enumerate(layers)]
+        if prepare is not None:
+            prepare(lowers)
         upper_dir = work = None
         if writable:
             upper_dir = build_layer(top / "upper", upper or {})
