@@ -182,8 +182,26 @@ class FilesAndMetadata:
         with near(*self.backing(node)) as (fd, rel):
             handle_fd = os.open(rel, real_flags, dir_fd=fd)
         if flags & os.O_TRUNC:
-            os.ftruncate(handle_fd, 0)
+            try:
+                self._truncate_opened(handle_fd, fd, rel, flags)
+            except BaseException:
+                os.close(handle_fd)
+                raise
         return self._add_handle(node, handle_fd, node.layer, writable, flags)
+
+    @staticmethod
+    def _truncate_opened(handle_fd: int, dir_fd: int, rel: str, flags: int) -> None:
+        if (flags & os.O_ACCMODE) != os.O_RDONLY:
+            os.ftruncate(handle_fd, 0)
+            return
+        # Linux truncates on O_RDONLY|O_TRUNC as well (the kernel overlay too), but
+        # ftruncate() refuses a read-only descriptor, so truncate through a
+        # short-lived writable one; the handle itself stays read-only.
+        tfd = os.open(rel, os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW, dir_fd=dir_fd)
+        try:
+            os.ftruncate(tfd, 0)
+        finally:
+            os.close(tfd)
 
     def handle(self, fh: int) -> Handle:
         handle = self._handles[fh]

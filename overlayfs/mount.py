@@ -12,7 +12,12 @@ Lifecycle (the readiness contract Podman and mount(8) rely on):
    and only then does the parent exit 0. If the child dies first, the parent
    unmounts and exits 1 with the child's message.
 4. SIGTERM/SIGINT/SIGHUP unmount and exit 0; an unmount from outside
-   (``fusermount3 -u``, ``umount``) ends the loop and exits 0. A crash in the serving
+   (``fusermount3 -u``, ``umount``) ends the loop and exits 0. The layer
+   directories are closed the moment the loop ends, before the rest of the
+   shutdown: ``umount`` of a FUSE mount does not wait for the daemon, and
+   scripts (Podman's cleanup, unionmount-testsuite) unmount the upper
+   filesystem right after the union, which fails with EBUSY while we still hold
+   descriptors there. A crash in the serving
    loop is logged with its traceback and exits 1 *without* unmounting: the kernel
    then answers ENOTCONN, which tells the user something is wrong, where a silent
    unmount would let writes land in the empty mountpoint directory.
@@ -29,7 +34,7 @@ import os
 import signal
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pyfuse3
 import trio
@@ -112,8 +117,9 @@ def serve(config: MountConfig, operations: pyfuse3.Operations, fuse_options: set
             os.close(log_fd)
         return 1
 
+    release = getattr(operations, "close", None)
     if config.foreground:
-        return _run(config.mountpoint, ready_fd=None)
+        return _run(config.mountpoint, ready_fd=None, release=release)
 
     sys.stdout.flush()
     sys.stderr.flush()
@@ -126,7 +132,7 @@ def serve(config: MountConfig, operations: pyfuse3.Operations, fuse_options: set
     try:
         os.close(ready_r)
         _detach(log_fd)
-        status = _run(config.mountpoint, ready_fd=ready_w)
+        status = _run(config.mountpoint, ready_fd=ready_w, release=release)
     except BaseException:  # nothing may escape into the parent's code paths
         log.exception("the filesystem process failed")
         status = 1
@@ -267,11 +273,13 @@ class _Readiness:
             os.close(fd)
 
 
-def _run(mountpoint: str, ready_fd: int | None) -> int:
-    """Serve until unmounted or signalled; the exit status."""
+def _run(mountpoint: str, ready_fd: int | None,
+         release: Callable[[], None] | None = None) -> int:
+    """Serve until unmounted or signalled; the exit status. RELEASE (closing the
+    layers) is called as soon as the FUSE loop ends."""
     readiness = _Readiness(ready_fd)
     try:
-        signalled = trio.run(_serve_until_unmounted, mountpoint, readiness)
+        signalled = trio.run(_serve_until_unmounted, mountpoint, readiness, release)
     except BaseException as exc:
         log.exception("the filesystem crashed; leaving the mount to report ENOTCONN")
         readiness.failed(f"the filesystem crashed before serving: {_innermost(exc)!r}")
@@ -291,7 +299,8 @@ def _innermost(exc: BaseException) -> BaseException:
     return exc
 
 
-async def _serve_until_unmounted(mountpoint: str, readiness: _Readiness) -> bool:
+async def _serve_until_unmounted(mountpoint: str, readiness: _Readiness,
+                                 release: Callable[[], None] | None = None) -> bool:
     """Run the FUSE loop; True if a signal ended it (we must unmount), False if the
     kernel did (the mount is already gone)."""
     signalled = False
@@ -309,8 +318,20 @@ async def _serve_until_unmounted(mountpoint: str, readiness: _Readiness) -> bool
         nursery.start_soon(unmount_on_signal)
         nursery.start_soon(_announce_when_serving, mountpoint, readiness)
         await pyfuse3.main()
+        # Nothing is served any more: free the layers before trio winds down.
+        if release is not None:
+            _release_layers(release)
         nursery.cancel_scope.cancel()
     return signalled
+
+
+def _release_layers(release: Callable[[], None]) -> None:
+    try:
+        release()
+    except Exception:  # the process exits right after: closing is best effort
+        log.exception("closing the layers failed")
+    else:
+        log.debug("layers released")
 
 
 async def _announce_when_serving(mountpoint: str, readiness: _Readiness) -> None:

@@ -58,6 +58,11 @@ class UnionOperations(pyfuse3.Operations):
         self._dir_handles: dict[int, tuple[int, list | None]] = {}
         self._next_dir_fh = 1
 
+    def close(self) -> None:
+        """The session is over: close every layer and file descriptor."""
+        self._dir_handles.clear()
+        self.union.close()
+
     # -- conversion -----------------------------------------------------------
     def _attr(self, node, st: os.stat_result) -> pyfuse3.EntryAttributes:
         attr = pyfuse3.EntryAttributes()

@@ -201,6 +201,24 @@ def test_truncate_utimes_chown_on_lower_files(union):
     assert os.stat(u.upper / "t").st_mtime_ns == 1_100_000_002_000_000_000
 
 
+def test_read_only_open_with_o_trunc_truncates_and_copies_up(union):
+    # Linux truncates on O_RDONLY|O_TRUNC (found by unionmount-testsuite open-trunc).
+    u = union({"f": File(b"data"), "g": File(b"keep")})
+    fd = os.open(u.mnt / "f", os.O_RDONLY | os.O_TRUNC)
+    try:
+        assert os.fstat(fd).st_size == 0
+        assert os.read(fd, 16) == b""
+        with pytest.raises(OSError) as exc:
+            os.write(fd, b"x")
+        assert exc.value.errno == errno.EBADF
+    finally:
+        os.close(fd)
+    assert (u.mnt / "f").read_bytes() == b""
+    assert (u.upper / "f").read_bytes() == b""
+    assert (u.mnt / "g").read_bytes() == b"keep"
+    assert sorted(upper_kinds(u.upper)) == ["f"]
+
+
 def test_mmap_write_then_read(union):
     import mmap
     u = union({"f": File(b"hello world\n")})

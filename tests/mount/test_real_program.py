@@ -141,3 +141,17 @@ def test_fuse_overlayfs_stand_in_accepts_the_same_command_line(layers):
     argv[0] = shutil.which("fuse-overlayfs")
     with mounted(argv, layers / "mnt"):
         assert (layers / "mnt" / "top.txt").read_text() == "from the top layer\n"
+
+
+def test_layers_are_released_before_the_rest_of_the_shutdown(layers):
+    # umount of a FUSE mount does not wait for the daemon, and scripts unmount the
+    # upper filesystem right after the union (unionmount-testsuite does, and failed
+    # with EBUSY): the layer descriptors are closed as soon as the loop ends.
+    argv = overlay_argv(layers / "mnt", [layers / "low1"], upper=layers / "upper",
+                        work=layers / "work", flags=["-d"])
+    with mounted(argv, layers / "mnt") as m:
+        (layers / "mnt" / "new.txt").write_text("new\n")
+        m.unmount()
+    err = m.final["stderr"]
+    assert "layers released" in err, err[-2000:]
+    assert err.index("layers released") < err.index("(from outside); exiting")
