@@ -36,7 +36,9 @@ FUSE_OVERLAYFS_OPAQUE = "user.fuseoverlayfs.opaque"
 OPAQUE_XATTRS = (TRUSTED_OPAQUE, USER_OPAQUE, FUSE_OVERLAYFS_OPAQUE)
 
 #: Xattrs that are overlay bookkeeping: never shown in a merged view, never exported.
-PRIVATE_XATTR_PREFIXES = ("trusted.overlay.", "user.overlay.", "user.fuseoverlayfs.")
+#: ("user.layerbox." is ours: the index's link counts, on files the upper shares.)
+PRIVATE_XATTR_PREFIXES = ("trusted.overlay.", "user.overlay.", "user.fuseoverlayfs.",
+                          "user.layerbox.")
 
 REDIRECT_XATTRS = ("trusted.overlay.redirect", "user.overlay.redirect")
 
