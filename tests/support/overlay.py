@@ -375,6 +375,8 @@ def redirects_in(layer) -> dict[str, str]:
     for dirpath, dirnames, _ in os.walk(layer):
         for name in dirnames:
             path = os.path.join(dirpath, name)
+            if os.path.islink(path):  # os.walk lists symlinks to directories here
+                continue
             fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
             try:
                 target = wh.redirect_of_fd(fd)
