@@ -56,6 +56,7 @@ class UnionOperations(pyfuse3.Operations):
         self.enable_writeback_cache = union.writable
         self.enable_acl = union.config.acl and union.config.xattrs
         self._dir_handles: dict[int, tuple[int, list | None]] = {}
+        self._negative_entry: pyfuse3.EntryAttributes | None = None
         cfg = union.config
         self._ids_shown_as_stored = not (cfg.uid_mappings or cfg.gid_mappings) and \
             cfg.squash_to_uid is None and cfg.squash_to_gid is None
@@ -85,10 +86,12 @@ class UnionOperations(pyfuse3.Operations):
         return attr
 
     def _negative(self) -> pyfuse3.EntryAttributes:
-        attr = pyfuse3.EntryAttributes()
-        attr.st_ino = 0  # a cached negative entry
-        attr.entry_timeout = self.timeout
-        return attr
+        if self._negative_entry is None:  # pyfuse3 only reads it: one serves every reply
+            attr = pyfuse3.EntryAttributes()
+            attr.st_ino = 0  # a cached negative entry
+            attr.entry_timeout = self.timeout
+            self._negative_entry = attr
+        return self._negative_entry
 
     # -- lookups and attributes ----------------------------------------------
     @_fuse_errors
