@@ -103,7 +103,11 @@ class _Trio:
 @contextlib.contextmanager
 def installed() -> Iterator[None]:
     """pyfuse3 uses the facade inside the block (call ``pyfuse3.main`` with
-    ``min_tasks=MIN_TASKS, max_tasks=MAX_TASKS`` there); real trio again after it."""
+    ``min_tasks=MIN_TASKS, max_tasks=MAX_TASKS`` there); real trio again after it.
+
+    pyfuse3 makes its read lock once per process, on its first ``main``: a later
+    ``main`` in the same process keeps the uncontended one, so it must also run with
+    one worker (the mount program serves once per process)."""
     previous = pyfuse3.trio
     pyfuse3.trio = _Trio()
     try:
