@@ -120,11 +120,23 @@ class FilesAndMetadata:
         with self._xattr_path(node) as path:
             return tuple(os.listxattr(path, follow_symlinks=False))
 
+    def _has_no_xattrs(self, node: Node) -> bool:
+        """True if NODE's upper file has no xattrs but our private ones (which only we
+        set and nobody sees); asks the file system once."""
+        if node.no_upper_xattrs is None:
+            with self._xattr_path(node) as path:
+                names = os.listxattr(path, follow_symlinks=False)
+            node.no_upper_xattrs = all(wh.is_private_xattr(n) for n in names)
+        return node.no_upper_xattrs
+
     def getxattr(self, ino: int, name: str) -> bytes:
         if wh.is_private_xattr(name) or not self.config.xattrs:
             raise _err(errno.ENODATA)
         node = self.nodes.get(ino)
-        if node.layer > 0 and name not in self._xattr_names(node):
+        if node.layer > 0 and node.origin is None:
+            if name not in self._xattr_names(node):
+                raise _err(errno.ENODATA)
+        elif self._has_no_xattrs(node):
             raise _err(errno.ENODATA)
         with self._xattr_path(node) as path:
             return os.getxattr(path, name, follow_symlinks=False)
@@ -132,8 +144,10 @@ class FilesAndMetadata:
     def listxattr(self, ino: int) -> list[str]:
         if not self.config.xattrs:
             return []
-        names = self._xattr_names(self.nodes.get(ino))
-        return [n for n in names if not wh.is_private_xattr(n)]
+        node = self.nodes.get(ino)
+        if (node.layer == 0 or node.origin is not None) and self._has_no_xattrs(node):
+            return []
+        return [n for n in self._xattr_names(node) if not wh.is_private_xattr(n)]
 
     def setxattr(self, ino: int, name: str, value: bytes) -> None:
         if not self.config.xattrs:
@@ -142,6 +156,7 @@ class FilesAndMetadata:
             raise _err(errno.EPERM)
         node = self.nodes.get(ino)
         self.copy_up(node)
+        node.no_upper_xattrs = None  # before the call: it may fail half-way
         with self._xattr_path(node) as path:
             os.setxattr(path, name, value, follow_symlinks=False)
 
@@ -150,6 +165,7 @@ class FilesAndMetadata:
             raise _err(errno.ENODATA)
         node = self.nodes.get(ino)
         self.copy_up(node)
+        node.no_upper_xattrs = None
         with self._xattr_path(node) as path:
             os.removexattr(path, name, follow_symlinks=False)
 

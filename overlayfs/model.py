@@ -150,12 +150,15 @@ class Union(NameChanges, FilesAndMetadata):
             layers.append(index)
         return layers
 
-    def _lstat_in(self, layer: int, rel: str, parent: Node, name: str):
-        """The entry at REL in LAYER: its stat, False for a whiteout, None if absent."""
+    def _lstat_in(self, layer: int, rel: str, parent: Node, name: str, last: bool = False):
+        """The entry at REL in LAYER: its stat, False for a whiteout, None if absent.
+        With LAST (no layer below to hide), an absent entry is None unexamined."""
         fd = self._fds[layer]
         try:
             st = _lstat(fd, rel)
         except (FileNotFoundError, NotADirectoryError):
+            if last:
+                return None
             try:
                 _lstat(fd, child_path(self.path(parent), wh.whiteout_file_name(name)))
             except OSError:
@@ -170,8 +173,10 @@ class Union(NameChanges, FilesAndMetadata):
         if wh.is_private_name(name):
             return None
         rel = child_path(self.path(parent), name)
-        for layer in self.dir_layers(parent):
-            found = self._lstat_in(layer, rel, parent, name)
+        layers = self.dir_layers(parent)
+        bottom = layers[-1]
+        for layer in layers:
+            found = self._lstat_in(layer, rel, parent, name, layer == bottom)
             if found is None:
                 continue
             if found is False:
@@ -345,6 +350,8 @@ class Union(NameChanges, FilesAndMetadata):
             return
         if not node.names:
             raise _err(errno.ENOENT)
+        if node.layer == 0 and node.origin is None:
+            return
         parent, name = name_ref or node.names[0]
         rel = child_path(self.path(parent), name)
         if node.layer == 0:

@@ -42,7 +42,7 @@ def check_name(name: str) -> None:
 class Node:
     __slots__ = ("ino", "lookups", "names", "is_dir", "layer", "dir_layers",
                  "keys", "open_count", "merged_dir", "upper_names", "origin",
-                 "lower_xattrs")
+                 "lower_xattrs", "no_upper_xattrs")
 
     def __init__(self, ino: int, is_dir: bool, layer: int):
         self.ino = ino
@@ -68,6 +68,11 @@ class Node:
         #: Xattr names of a lower entry, read once: lower layers never change, and
         #: tools like `ls -l` ask for security.selinux on every file.
         self.lower_xattrs: tuple[str, ...] | None = None
+        #: Upper (or index) file: True once seen to have no xattrs but our private
+        #: ones, False if it has some, None if not known. Only our setxattr can add one (writes and chown
+        #: only ever remove security.capability), so True stays true until setxattr:
+        #: the kernel asks for security.capability before every write and chown.
+        self.no_upper_xattrs: bool | None = None
 
     def __repr__(self) -> str:
         return f"<Node {self.ino} layer={self.layer} names={[(p.ino, n) for p, n in self.names]}>"
