@@ -201,6 +201,19 @@ def test_truncate_utimes_chown_on_lower_files(union):
     assert os.stat(u.upper / "t").st_mtime_ns == 1_100_000_002_000_000_000
 
 
+def test_chown_chmod_utimes_of_the_mount_root(union):
+    """Podman chowns every container's rootfs (the mountpoint) before starting it; the
+    root has no name, and setattr refused it with ENOENT, so `podman run` failed."""
+    u = union({"f": File(b"f")})
+    os.chown(u.mnt, 12, 34)
+    os.chmod(u.mnt, 0o711)
+    os.utime(u.mnt, ns=(1_000_000_001_000_000_000, 1_100_000_002_000_000_000))
+    for root in (u.mnt, u.upper):
+        st = os.stat(root)
+        assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode), st.st_mtime_ns) == \
+            (12, 34, 0o711, 1_100_000_002_000_000_000), root
+
+
 def test_mmap_write_then_read(union):
     import mmap
     u = union({"f": File(b"hello world\n")})
