@@ -242,6 +242,8 @@ class Union(NameChanges, FilesAndMetadata):
             return self._stat_unlinked(node)
         st = _lstat(*self.backing(node))
         if node.is_dir:
+            if self.config.static_nlink:  # fuse-overlayfs' option: no counting of subdirs
+                return _with_nlink(st, 1)
             self.dir_layers(node)
             if node.merged_dir:
                 return _with_nlink(st, 1)

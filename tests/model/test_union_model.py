@@ -211,3 +211,21 @@ def test_hard_links_stay_one_inode_after_a_remount(tmp_path):
     finally:
         u.close()
 
+
+def test_static_nlink_reports_1_for_every_directory(tmp_path):
+    """fuse-overlayfs' ``static_nlink`` (its tests/test-dir-ops.sh): directories report
+    st_nlink 1, whatever they hold; the option was parsed and then ignored."""
+    lower = build_layer(tmp_path / "l", {"dir/a": Dir(), "dir/b": Dir(), "f": File(b"f")})
+    upper = build_layer(tmp_path / "upper", {"up/x": Dir()})
+    work = tmp_path / "work"
+    work.mkdir()
+    u = Union(MountConfig(mountpoint=str(tmp_path / "m"), lowers=(str(lower),),
+                          upper=str(upper), work=str(work), static_nlink=True))
+    try:
+        for path in ("", "dir", "up"):
+            assert u.getattr(_ino(u, path))[1].st_nlink == 1, path
+        u.mkdir(_ino(u, "up"), "y", 0o755, 0, 0)
+        assert u.getattr(_ino(u, "up"))[1].st_nlink == 1
+        assert u.getattr(_ino(u, "f"))[1].st_nlink == 1
+    finally:
+        u.close()
