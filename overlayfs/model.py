@@ -59,7 +59,8 @@ class Union(NameChanges, FilesAndMetadata):
         self.has_upper = config.upper is not None
         self._work_fd = os.open(config.work, _DIR_FLAGS) if config.work else -1
         self._whiteouts = wh.WhiteoutWriter()
-        self.nodes = NodeTable()
+        devs = {os.fstat(fd).st_dev for fd in self._fds + [self._work_fd] if fd >= 0}
+        self.nodes = NodeTable(devs.pop() if len(devs) == 1 else None)
         st = os.stat(".", dir_fd=self._fds[0])
         self.root = self.nodes.add_root(0, (st.st_dev, st.st_ino))
         self._handles: dict[int, Handle] = {}

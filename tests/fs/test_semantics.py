@@ -125,6 +125,20 @@ def test_st_ino_is_the_same_in_stat_and_readdir(union):
     assert len(set(inodes)) == len(inodes)
 
 
+def test_st_ino_is_the_backing_files_when_all_layers_share_a_file_system(union):
+    """fuse-overlayfs' tests/test-passthrough.sh: with every layer on one file system
+    the kernel overlay passes the real inode numbers through (``ls -i`` inside and
+    outside the mount agree), in stat and in readdir."""
+    u = union({"dir/lower": File(), "dir/dirl": Dir()},
+              upper={"dir/upper": File(), "dir/diru": Dir()})
+    for rel, layer in (("dir/lower", u.lowers[0]), ("dir/dirl", u.lowers[0]),
+                       ("dir/upper", u.upper), ("dir/diru", u.upper)):
+        assert os.lstat(u.mnt / rel).st_ino == os.lstat(layer / rel).st_ino, rel
+    with os.scandir(u.mnt / "dir") as it:
+        for entry in it:
+            assert entry.inode() == os.lstat(entry.path).st_ino, entry.path
+
+
 # ---------------------------------------------------------------- copy-up
 
 _OWNED = File(b"0123456789", mode=0o640, uid=1234, gid=2345, mtime=1_500_000_000,
