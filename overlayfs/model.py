@@ -80,6 +80,7 @@ class Union(NameChanges, FilesAndMetadata):
         for fd in self._fds + ([self._work_fd] if self._work_fd >= 0 else []):
             os.close(fd)
         self._fds.clear()
+        self._work_fd = -1
 
     # ------------------------------------------------------------------ layout
     def _prepare_work_dir(self) -> None:

@@ -29,7 +29,7 @@ import os
 import signal
 import sys
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pyfuse3
 import trio
@@ -112,8 +112,9 @@ def serve(config: MountConfig, operations: pyfuse3.Operations, fuse_options: set
             os.close(log_fd)
         return 1
 
+    release = getattr(operations, "release_layers", None)
     if config.foreground:
-        return _run(config.mountpoint, ready_fd=None)
+        return _run(config.mountpoint, ready_fd=None, release=release)
 
     sys.stdout.flush()
     sys.stderr.flush()
@@ -126,7 +127,7 @@ def serve(config: MountConfig, operations: pyfuse3.Operations, fuse_options: set
     try:
         os.close(ready_r)
         _detach(log_fd)
-        status = _run(config.mountpoint, ready_fd=ready_w)
+        status = _run(config.mountpoint, ready_fd=ready_w, release=release)
     except BaseException:  # nothing may escape into the parent's code paths
         log.exception("the filesystem process failed")
         status = 1
@@ -267,11 +268,12 @@ class _Readiness:
             os.close(fd)
 
 
-def _run(mountpoint: str, ready_fd: int | None) -> int:
+def _run(mountpoint: str, ready_fd: int | None,
+         release: Callable[[], None] | None = None) -> int:
     """Serve until unmounted or signalled; the exit status."""
     readiness = _Readiness(ready_fd)
     try:
-        signalled = trio.run(_serve_until_unmounted, mountpoint, readiness)
+        signalled = trio.run(_serve_until_unmounted, mountpoint, readiness, release)
     except BaseException as exc:
         log.exception("the filesystem crashed; leaving the mount to report ENOTCONN")
         readiness.failed(f"the filesystem crashed before serving: {_innermost(exc)!r}")
@@ -291,9 +293,14 @@ def _innermost(exc: BaseException) -> BaseException:
     return exc
 
 
-async def _serve_until_unmounted(mountpoint: str, readiness: _Readiness) -> bool:
+async def _serve_until_unmounted(mountpoint: str, readiness: _Readiness,
+                                 release: Callable[[], None] | None = None) -> bool:
     """Run the FUSE loop; True if a signal ended it (we must unmount), False if the
-    kernel did (the mount is already gone)."""
+    kernel did (the mount is already gone).
+
+    RELEASE closes the layer fds the moment the loop ends: umount(8) returns before we
+    exit, and while we hold them the file systems below stay busy (``umount merged;
+    umount lower-fs`` right after, as fuse-overlayfs' tests do, failed with EBUSY)."""
     signalled = False
 
     async def unmount_on_signal() -> None:
@@ -309,6 +316,8 @@ async def _serve_until_unmounted(mountpoint: str, readiness: _Readiness) -> bool
         nursery.start_soon(unmount_on_signal)
         nursery.start_soon(_announce_when_serving, mountpoint, readiness)
         await pyfuse3.main()
+        if release is not None:
+            release()
         nursery.cancel_scope.cancel()
     return signalled
 

@@ -58,6 +58,10 @@ class UnionOperations(pyfuse3.Operations):
         self._dir_handles: dict[int, tuple[int, list | None]] = {}
         self._next_dir_fh = 1
 
+    def release_layers(self) -> None:
+        """After the FUSE loop ended: close every fd on the layers (see mount.py)."""
+        self.union.close()
+
     # -- conversion -----------------------------------------------------------
     def _attr(self, node, st: os.stat_result) -> pyfuse3.EntryAttributes:
         attr = pyfuse3.EntryAttributes()
