@@ -14,7 +14,7 @@ import stat
 from overlayfs import whiteout as wh
 from overlayfs.copyup import proc_path
 from overlayfs.longpath import near
-from overlayfs.nodes import Node, os_error as _err
+from overlayfs.nodes import ROOT_INODE, Node, os_error as _err
 
 
 class Handle:
@@ -50,13 +50,16 @@ class FilesAndMetadata:
                 atime_ns=None, mtime_ns=None, fh=None):
         node = self.nodes.get(ino)
         handle = self._handles.get(fh) if fh is not None else None
-        if node.names:
+        # The root has no name but is never unlinked: chown/chmod of the mountpoint
+        # (Podman chowns every container's rootfs) changes the upper root.
+        named = bool(node.names) or node.ino == ROOT_INODE
+        if named:
             self.copy_up(node, with_data=not (size == 0 and mode is None and uid is None
                                               and gid is None and atime_ns is None
                                               and mtime_ns is None))
         elif handle is None or handle.layer != 0:
             raise _err(errno.ENOENT)
-        fd, rel = self.backing(node) if node.names else (None, None)
+        fd, rel = self.backing(node) if named else (None, None)
         with near(fd, rel) as (fd, rel):
             self._set_attributes(node, handle, fd, rel, mode, uid, gid, size, atime_ns,
                                  mtime_ns)

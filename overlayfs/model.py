@@ -59,7 +59,8 @@ class Union(NameChanges, FilesAndMetadata):
         self.has_upper = config.upper is not None
         self._work_fd = os.open(config.work, _DIR_FLAGS) if config.work else -1
         self._whiteouts = wh.WhiteoutWriter()
-        self.nodes = NodeTable()
+        devs = {os.fstat(fd).st_dev for fd in self._fds + [self._work_fd] if fd >= 0}
+        self.nodes = NodeTable(devs.pop() if len(devs) == 1 else None)
         st = os.stat(".", dir_fd=self._fds[0])
         self.root = self.nodes.add_root(0, (st.st_dev, st.st_ino))
         self._handles: dict[int, Handle] = {}
@@ -67,6 +68,8 @@ class Union(NameChanges, FilesAndMetadata):
         #: origin (st_dev, st_ino) of a hard-linked lower file → lower names not yet
         #: copied up or deleted (to report the right st_nlink).
         self._index: dict[tuple[int, int], int] = {}
+        #: (st_dev, st_ino) of an index file (shared by its upper names) → its origin.
+        self._index_files: dict[tuple[int, int], tuple[int, int]] = {}
         if self.has_upper and self._work_fd >= 0:
             self._prepare_work_dir()
 
@@ -95,9 +98,11 @@ class Union(NameChanges, FilesAndMetadata):
                 try:
                     dev, ino = (int(part, 16) for part in name.split("-"))
                     value = os.getxattr(proc_path(index_fd, name), _REMAINING_XATTR)
+                    st = os.stat(name, dir_fd=index_fd, follow_symlinks=False)
                 except (ValueError, OSError):
                     continue
                 self._index[(dev, ino)] = int(value)
+                self._index_files[(st.st_dev, st.st_ino)] = (dev, ino)
         finally:
             os.close(index_fd)
 
@@ -186,7 +191,11 @@ class Union(NameChanges, FilesAndMetadata):
 
     def _node_for(self, parent: Node, name: str, layer: int, st: os.stat_result) -> Node:
         """The node for a visible entry, creating it on first sight (no lookup count)."""
-        key = (st.st_dev, st.st_ino)
+        key = backing = (st.st_dev, st.st_ino)
+        if layer == 0 and st.st_nlink > 1:
+            # An upper name of an indexed hard link (copied up in an earlier mount): the
+            # same inode as the lower names still reaching it through the index.
+            key = self._index_files.get(key, key)
         node = self.nodes.by_identity(key)
         if node is not None and (parent, name) not in node.names:
             if node.is_dir and node.names:
@@ -197,9 +206,11 @@ class Union(NameChanges, FilesAndMetadata):
             is_dir = stat.S_ISDIR(st.st_mode)
             node = self.nodes.new(is_dir, layer, key)
             node.names.append((parent, name))
-            if not is_dir and layer > 0 and st.st_nlink > 1 and key in self._index:
+            if not is_dir and st.st_nlink > 1 and key in self._index:
                 node.origin = key
                 node.layer = 0
+        if backing != key and self.nodes.by_identity(backing) is None:
+            self.nodes.bind(node, backing)  # unlink/rename find nodes by what they stat
         return node
 
     def lookup(self, parent_ino: int, name: str) -> tuple[Node, os.stat_result] | None:
@@ -238,6 +249,8 @@ class Union(NameChanges, FilesAndMetadata):
             return self._stat_unlinked(node)
         st = _lstat(*self.backing(node))
         if node.is_dir:
+            if self.config.static_nlink:  # fuse-overlayfs' option: no counting of subdirs
+                return _with_nlink(st, 1)
             self.dir_layers(node)
             if node.merged_dir:
                 return _with_nlink(st, 1)
@@ -370,6 +383,8 @@ class Union(NameChanges, FilesAndMetadata):
             os.link(tmp, self._index_name(origin), src_dir_fd=self._work_fd,
                     dst_dir_fd=self._work_fd)
             self._set_remaining(origin, st.st_nlink - 1)
+            copied = os.stat(tmp, dir_fd=self._work_fd, follow_symlinks=False)
+            self._index_files[(copied.st_dev, copied.st_ino)] = origin
             node.origin = origin
         with self._parent_times_kept(parent):
             self._into_upper(tmp, rel)

@@ -303,7 +303,11 @@ def _innermost(exc: BaseException) -> BaseException:
 async def _serve_until_unmounted(mountpoint: str, readiness: _Readiness,
                                  release: Callable[[], None] | None = None) -> bool:
     """Run the FUSE loop; True if a signal ended it (we must unmount), False if the
-    kernel did (the mount is already gone)."""
+    kernel did (the mount is already gone).
+
+    RELEASE closes the layer fds the moment the loop ends: umount(8) returns before we
+    exit, and while we hold them the file systems below stay busy (``umount merged;
+    umount lower-fs`` right after, as fuse-overlayfs' tests do, failed with EBUSY)."""
     signalled = False
 
     async def unmount_on_signal(task_status=trio.TASK_STATUS_IGNORED) -> None:
