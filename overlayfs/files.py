@@ -14,7 +14,7 @@ import stat
 from overlayfs import whiteout as wh
 from overlayfs.copyup import proc_path
 from overlayfs.longpath import near
-from overlayfs.nodes import Node, os_error as _err
+from overlayfs.nodes import ROOT_INODE, Node, os_error as _err
 
 
 class Handle:
@@ -50,13 +50,16 @@ class FilesAndMetadata:
                 atime_ns=None, mtime_ns=None, fh=None):
         node = self.nodes.get(ino)
         handle = self._handles.get(fh) if fh is not None else None
-        if node.names:
+        # The root has no name but is never unlinked: chown/chmod of the mountpoint
+        # (Podman chowns every container's rootfs) changes the upper root.
+        named = bool(node.names) or node.ino == ROOT_INODE
+        if named:
             self.copy_up(node, with_data=not (size == 0 and mode is None and uid is None
                                               and gid is None and atime_ns is None
                                               and mtime_ns is None))
         elif handle is None or handle.layer != 0:
             raise _err(errno.ENOENT)
-        fd, rel = self.backing(node) if node.names else (None, None)
+        fd, rel = self.backing(node) if named else (None, None)
         with near(fd, rel) as (fd, rel):
             self._set_attributes(node, handle, fd, rel, mode, uid, gid, size, atime_ns,
                                  mtime_ns)
@@ -120,11 +123,23 @@ class FilesAndMetadata:
         with self._xattr_path(node) as path:
             return tuple(os.listxattr(path, follow_symlinks=False))
 
+    def _has_no_xattrs(self, node: Node) -> bool:
+        """True if NODE's upper file has no xattrs but our private ones (which only we
+        set and nobody sees); asks the file system once."""
+        if node.no_upper_xattrs is None:
+            with self._xattr_path(node) as path:
+                names = os.listxattr(path, follow_symlinks=False)
+            node.no_upper_xattrs = all(wh.is_private_xattr(n) for n in names)
+        return node.no_upper_xattrs
+
     def getxattr(self, ino: int, name: str) -> bytes:
         if wh.is_private_xattr(name) or not self.config.xattrs:
             raise _err(errno.ENODATA)
         node = self.nodes.get(ino)
-        if node.layer > 0 and name not in self._xattr_names(node):
+        if node.layer > 0 and node.origin is None:
+            if name not in self._xattr_names(node):
+                raise _err(errno.ENODATA)
+        elif self._has_no_xattrs(node):
             raise _err(errno.ENODATA)
         with self._xattr_path(node) as path:
             return os.getxattr(path, name, follow_symlinks=False)
@@ -132,8 +147,10 @@ class FilesAndMetadata:
     def listxattr(self, ino: int) -> list[str]:
         if not self.config.xattrs:
             return []
-        names = self._xattr_names(self.nodes.get(ino))
-        return [n for n in names if not wh.is_private_xattr(n)]
+        node = self.nodes.get(ino)
+        if (node.layer == 0 or node.origin is not None) and self._has_no_xattrs(node):
+            return []
+        return [n for n in self._xattr_names(node) if not wh.is_private_xattr(n)]
 
     def setxattr(self, ino: int, name: str, value: bytes) -> None:
         if not self.config.xattrs:
@@ -142,6 +159,7 @@ class FilesAndMetadata:
             raise _err(errno.EPERM)
         node = self.nodes.get(ino)
         self.copy_up(node)
+        node.no_upper_xattrs = None  # before the call: it may fail half-way
         with self._xattr_path(node) as path:
             os.setxattr(path, name, value, follow_symlinks=False)
 
@@ -150,6 +168,7 @@ class FilesAndMetadata:
             raise _err(errno.ENODATA)
         node = self.nodes.get(ino)
         self.copy_up(node)
+        node.no_upper_xattrs = None
         with self._xattr_path(node) as path:
             os.removexattr(path, name, follow_symlinks=False)
 

@@ -61,7 +61,8 @@ class Union(NameChanges, FilesAndMetadata):
         self.has_upper = config.upper is not None
         self._work_fd = os.open(config.work, _DIR_FLAGS) if config.work else -1
         self._whiteouts = wh.WhiteoutWriter()
-        self.nodes = NodeTable()
+        devs = {os.fstat(fd).st_dev for fd in self._fds + [self._work_fd] if fd >= 0}
+        self.nodes = NodeTable(devs.pop() if len(devs) == 1 else None)
         st = os.stat(".", dir_fd=self._fds[0])
         self.root = self.nodes.add_root(0, (st.st_dev, st.st_ino))
         self._handles: dict[int, Handle] = {}
@@ -69,6 +70,8 @@ class Union(NameChanges, FilesAndMetadata):
         #: origin (st_dev, st_ino) of a hard-linked lower file → lower names not yet
         #: copied up or deleted (to report the right st_nlink).
         self._index: dict[tuple[int, int], int] = {}
+        #: (st_dev, st_ino) of an index file (shared by its upper names) → its origin.
+        self._index_files: dict[tuple[int, int], tuple[int, int]] = {}
         #: Set once any redirect was seen or written: until then every layer holds
         #: every node at its merged path and layer_path() is just path().
         self._redirects = False
@@ -100,9 +103,11 @@ class Union(NameChanges, FilesAndMetadata):
                 try:
                     dev, ino = (int(part, 16) for part in name.split("-"))
                     value = os.getxattr(proc_path(index_fd, name), _REMAINING_XATTR)
+                    st = os.stat(name, dir_fd=index_fd, follow_symlinks=False)
                 except (ValueError, OSError):
                     continue
                 self._index[(dev, ino)] = int(value)
+                self._index_files[(st.st_dev, st.st_ino)] = (dev, ino)
         finally:
             os.close(index_fd)
 
@@ -205,7 +210,7 @@ class Union(NameChanges, FilesAndMetadata):
                 position += 1
                 rel = absolute if absolute is not None else \
                     self.child_layer_path(parent, name, index)
-                found = self._lstat_in(index, rel, parent, name)
+                found = self._lstat_in(index, rel, parent, name, position == len(stack))
                 paths[index] = rel  # also where absent: a new redirect must name it
                 if found is not None:
                     break
@@ -217,12 +222,15 @@ class Union(NameChanges, FilesAndMetadata):
             current = index
         return layers, (paths if moved else None)
 
-    def _lstat_in(self, layer: int, rel: str, parent: Node, name: str):
-        """The entry at REL in LAYER: its stat, False for a whiteout, None if absent."""
+    def _lstat_in(self, layer: int, rel: str, parent: Node, name: str, last: bool = False):
+        """The entry at REL in LAYER: its stat, False for a whiteout, None if absent.
+        With LAST (no layer below to hide), an absent entry is None unexamined."""
         fd = self._fds[layer]
         try:
             st = _lstat(fd, rel)
         except (FileNotFoundError, NotADirectoryError):
+            if last:
+                return None
             try:
                 _lstat(fd, child_path(rel.rpartition("/")[0], wh.whiteout_file_name(
                     rel.rpartition("/")[2])))
@@ -237,9 +245,11 @@ class Union(NameChanges, FilesAndMetadata):
         """(layer, stat) of the visible entry PARENT/NAME, or None."""
         if wh.is_private_name(name):
             return None
-        for layer in self.dir_layers(parent):
+        layers = self.dir_layers(parent)
+        bottom = layers[-1]
+        for layer in layers:
             rel = self.child_layer_path(parent, name, layer)
-            found = self._lstat_in(layer, rel, parent, name)
+            found = self._lstat_in(layer, rel, parent, name, layer == bottom)
             if found is None:
                 continue
             if found is False:
@@ -249,7 +259,11 @@ class Union(NameChanges, FilesAndMetadata):
 
     def _node_for(self, parent: Node, name: str, layer: int, st: os.stat_result) -> Node:
         """The node for a visible entry, creating it on first sight (no lookup count)."""
-        key = (st.st_dev, st.st_ino)
+        key = backing = (st.st_dev, st.st_ino)
+        if layer == 0 and st.st_nlink > 1:
+            # An upper name of an indexed hard link (copied up in an earlier mount): the
+            # same inode as the lower names still reaching it through the index.
+            key = self._index_files.get(key, key)
         node = self.nodes.by_identity(key)
         if node is not None and (parent, name) not in node.names:
             if node.is_dir and node.names:
@@ -260,9 +274,11 @@ class Union(NameChanges, FilesAndMetadata):
             is_dir = stat.S_ISDIR(st.st_mode)
             node = self.nodes.new(is_dir, layer, key)
             node.names.append((parent, name))
-            if not is_dir and layer > 0 and st.st_nlink > 1 and key in self._index:
+            if not is_dir and st.st_nlink > 1 and key in self._index:
                 node.origin = key
                 node.layer = 0
+        if backing != key and self.nodes.by_identity(backing) is None:
+            self.nodes.bind(node, backing)  # unlink/rename find nodes by what they stat
         return node
 
     def lookup(self, parent_ino: int, name: str) -> tuple[Node, os.stat_result] | None:
@@ -301,6 +317,8 @@ class Union(NameChanges, FilesAndMetadata):
             return self._stat_unlinked(node)
         st = _lstat(*self.backing(node))
         if node.is_dir:
+            if self.config.static_nlink:  # fuse-overlayfs' option: no counting of subdirs
+                return _with_nlink(st, 1)
             self.dir_layers(node)
             if node.merged_dir:
                 return _with_nlink(st, 1)
@@ -416,6 +434,8 @@ class Union(NameChanges, FilesAndMetadata):
             return
         if not node.names:
             raise _err(errno.ENOENT)
+        if node.layer == 0 and node.origin is None:
+            return
         parent, name = name_ref or node.names[0]
         rel = child_path(self.path(parent), name)
         if node.layer == 0:
@@ -436,6 +456,8 @@ class Union(NameChanges, FilesAndMetadata):
             os.link(tmp, self._index_name(origin), src_dir_fd=self._work_fd,
                     dst_dir_fd=self._work_fd)
             self._set_remaining(origin, st.st_nlink - 1)
+            copied = os.stat(tmp, dir_fd=self._work_fd, follow_symlinks=False)
+            self._index_files[(copied.st_dev, copied.st_ino)] = origin
             node.origin = origin
         with self._parent_times_kept(parent):
             self._into_upper(tmp, rel)

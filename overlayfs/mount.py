@@ -39,6 +39,7 @@ from collections.abc import Callable, Iterator
 import pyfuse3
 import trio
 
+from overlayfs import fuse_loop
 from overlayfs.config import MountConfig
 from overlayfs.options import PROG, InfoRequested, OptionError, parse_command_line
 
@@ -302,12 +303,17 @@ def _innermost(exc: BaseException) -> BaseException:
 async def _serve_until_unmounted(mountpoint: str, readiness: _Readiness,
                                  release: Callable[[], None] | None = None) -> bool:
     """Run the FUSE loop; True if a signal ended it (we must unmount), False if the
-    kernel did (the mount is already gone)."""
+    kernel did (the mount is already gone).
+
+    RELEASE closes the layer fds the moment the loop ends: umount(8) returns before we
+    exit, and while we hold them the file systems below stay busy (``umount merged;
+    umount lower-fs`` right after, as fuse-overlayfs' tests do, failed with EBUSY)."""
     signalled = False
 
-    async def unmount_on_signal() -> None:
+    async def unmount_on_signal(task_status=trio.TASK_STATUS_IGNORED) -> None:
         nonlocal signalled
         with trio.open_signal_receiver(*_TERMINATING_SIGNALS) as signals:
+            task_status.started()
             async for signum in signals:
                 log.info("received %s: unmounting", signal.Signals(signum).name)
                 signalled = True
@@ -315,9 +321,12 @@ async def _serve_until_unmounted(mountpoint: str, readiness: _Readiness,
                 return
 
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(unmount_on_signal)
+        # Handlers in place before the first request: the loop may then serve a burst
+        # without giving the other tasks a turn (see overlayfs.fuse_loop).
+        await nursery.start(unmount_on_signal)
         nursery.start_soon(_announce_when_serving, mountpoint, readiness)
-        await pyfuse3.main()
+        with fuse_loop.installed():  # none of our handlers awaits: one worker serves
+            await pyfuse3.main(min_tasks=fuse_loop.MIN_TASKS, max_tasks=fuse_loop.MAX_TASKS)
         # Nothing is served any more: free the layers before trio winds down.
         if release is not None:
             _release_layers(release)

@@ -39,8 +39,9 @@ class NameChanges:
         check_name(name)
         if wh.is_private_name(name):
             raise _err(errno.EINVAL)
-        if self._find_child(parent, name) is not None:
-            # The kernel looks the name up first; this guards a stale negative dentry.
+        # The kernel looks the name up first; this guards a stale negative dentry. In a
+        # directory of the upper layer alone the checks of the upper below suffice.
+        if self.dir_layers(parent) != (0,) and self._find_child(parent, name) is not None:
             raise _err(errno.EEXIST)
         self.ensure_upper_dir(parent)
         rel = child_path(self.path(parent), name)
@@ -69,8 +70,11 @@ class NameChanges:
         with near(self._fds[0], rel) as (fd, short):
             os.unlink(short, dir_fd=fd)
 
-    def _new_node(self, parent: Node, name: str, rel: str) -> tuple[Node, os.stat_result]:
-        st = lstat(self._fds[0], rel)
+    def _new_node(self, parent: Node, name: str, rel: str,
+                  st: os.stat_result | None = None) -> tuple[Node, os.stat_result]:
+        """The node of the entry just made at REL (whose stat ST may be given)."""
+        if st is None:
+            st = lstat(self._fds[0], rel)
         old = self.nodes.by_identity((st.st_dev, st.st_ino))
         if old is not None:  # a recycled inode number of a deleted upper file
             self.nodes.unbind_all(old)
@@ -79,7 +83,7 @@ class NameChanges:
         if node.is_dir:
             node.dir_layers = (0,)
         node.lookups += 1
-        return node, self.stat_node(node)
+        return node, st  # what stat_node says of a new upper entry: one layer, one name
 
     def mkdir(self, parent_ino: int, name: str, mode: int, uid: int, gid: int):
         parent = self.nodes.get(parent_ino)
@@ -118,7 +122,7 @@ class NameChanges:
                          stat.S_IMODE(mode), dir_fd=dir_fd)
         try:
             os.fchown(fd, *self.owner_for(parent, uid, gid))
-            node, st = self._new_node(parent, name, rel)
+            node, st = self._new_node(parent, name, rel, os.fstat(fd))
         except BaseException:
             os.close(fd)
             raise

@@ -17,6 +17,11 @@ Invariants (the rest of the package relies on them):
   is O(1) for everything below it.
 * ``identity`` maps a backing ``(st_dev, st_ino)`` to the node, which is how two
   names of one hard-linked file resolve to one node.
+* When every layer is on one file system, a node takes its backing file's inode
+  number (as the kernel overlay reports it: ``ls -i`` agrees inside and outside the
+  mount); when that number is taken, one from a counter above ``_COUNTED_BASE``, out
+  of the range of real inode numbers. Layers on several file systems: the counter
+  alone, from 2.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from typing import Iterator
 
 ROOT_INODE = 1
 NAME_MAX = 255
+_COUNTED_BASE = 1 << 40
 
 
 def os_error(code: int) -> OSError:
@@ -42,7 +48,7 @@ def check_name(name: str) -> None:
 class Node:
     __slots__ = ("ino", "lookups", "names", "is_dir", "layer", "dir_layers",
                  "keys", "open_count", "merged_dir", "upper_names", "origin",
-                 "lower_xattrs", "lower_paths")
+                 "lower_xattrs", "no_upper_xattrs", "lower_paths")
 
     def __init__(self, ino: int, is_dir: bool, layer: int):
         self.ino = ino
@@ -68,6 +74,11 @@ class Node:
         #: Xattr names of a lower entry, read once: lower layers never change, and
         #: tools like `ls -l` ask for security.selinux on every file.
         self.lower_xattrs: tuple[str, ...] | None = None
+        #: Upper (or index) file: True once seen to have no xattrs but our private
+        #: ones, False if it has some, None if not known. Only our setxattr can add one (writes and chown
+        #: only ever remove security.capability), so True stays true until setxattr:
+        #: the kernel asks for security.capability before every write and chown.
+        self.no_upper_xattrs: bool | None = None
         #: Directories reached through a redirect (a renamed lower directory): layer →
         #: path of this directory in that layer, for every lower layer it merges.
         #: None when every layer holds it at its merged path.
@@ -80,12 +91,14 @@ class Node:
 class NodeTable:
     """Inode numbers → nodes, and backing identities → nodes."""
 
-    __slots__ = ("_nodes", "_identity", "_next_ino", "_retired_ino")
+    __slots__ = ("_nodes", "_identity", "_next_ino", "_retired_ino", "_passthrough_dev")
 
-    def __init__(self) -> None:
+    def __init__(self, passthrough_dev: int | None = None) -> None:
         self._nodes: dict[int, Node] = {}
         self._identity: dict[tuple[int, int], Node] = {}
-        self._next_ino = ROOT_INODE + 1
+        self._next_ino = ROOT_INODE + 1 if passthrough_dev is None else _COUNTED_BASE
+        #: The st_dev of all layers when they share one file system, else None.
+        self._passthrough_dev = passthrough_dev
         #: Backing identity → inode number of a retired node whose file still exists.
         self._retired_ino: dict[tuple[int, int], int] = {}
 
@@ -98,6 +111,8 @@ class NodeTable:
 
     def new(self, is_dir: bool, layer: int, key: tuple[int, int]) -> Node:
         ino = self._retired_ino.pop(key, None)
+        if ino is None and key[0] == self._passthrough_dev and ROOT_INODE < key[1] < _COUNTED_BASE:
+            ino = key[1]
         if ino is None or ino in self._nodes:
             ino = self._next_ino
             self._next_ino += 1

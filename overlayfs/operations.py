@@ -56,6 +56,10 @@ class UnionOperations(pyfuse3.Operations):
         self.enable_writeback_cache = union.writable
         self.enable_acl = union.config.acl and union.config.xattrs
         self._dir_handles: dict[int, tuple[int, list | None]] = {}
+        self._negative_entry: pyfuse3.EntryAttributes | None = None
+        cfg = union.config
+        self._ids_shown_as_stored = not (cfg.uid_mappings or cfg.gid_mappings) and \
+            cfg.squash_to_uid is None and cfg.squash_to_gid is None
         self._next_dir_fh = 1
 
     def close(self) -> None:
@@ -72,7 +76,11 @@ class UnionOperations(pyfuse3.Operations):
         attr.attr_timeout = DIR_ATTR_TIMEOUT if node.is_dir else self.timeout
         attr.st_mode = st.st_mode
         attr.st_nlink = st.st_nlink
-        attr.st_uid, attr.st_gid = self.union.map_out(st.st_uid, st.st_gid)
+        if self._ids_shown_as_stored:
+            attr.st_uid = st.st_uid
+            attr.st_gid = st.st_gid
+        else:
+            attr.st_uid, attr.st_gid = self.union.map_out(st.st_uid, st.st_gid)
         attr.st_rdev = st.st_rdev
         attr.st_size = st.st_size
         attr.st_blksize = st.st_blksize
@@ -83,10 +91,12 @@ class UnionOperations(pyfuse3.Operations):
         return attr
 
     def _negative(self) -> pyfuse3.EntryAttributes:
-        attr = pyfuse3.EntryAttributes()
-        attr.st_ino = 0  # a cached negative entry
-        attr.entry_timeout = self.timeout
-        return attr
+        if self._negative_entry is None:  # pyfuse3 only reads it: one serves every reply
+            attr = pyfuse3.EntryAttributes()
+            attr.st_ino = 0  # a cached negative entry
+            attr.entry_timeout = self.timeout
+            self._negative_entry = attr
+        return self._negative_entry
 
     # -- lookups and attributes ----------------------------------------------
     @_fuse_errors

@@ -21,6 +21,9 @@ import time
 from pathlib import Path
 
 IMPLEMENTATIONS = ("kernel", "fuse-overlayfs", "layerbox")
+#: An older layerbox (``--before-src``), run with this venv's python for before/after.
+BEFORE = "layerbox-before"
+TRACE = Path("/sys/kernel/tracing")
 
 
 def build_lower(root: Path, files: int, big_mb: int, tree_mb: int = 250) -> tuple[int, int]:
@@ -63,8 +66,12 @@ def build_lower(root: Path, files: int, big_mb: int, tree_mb: int = 250) -> tupl
 
 
 class Mount:
+    #: Source tree of the "layerbox-before" column (PYTHONPATH for its mount program).
+    before_src: str | None = None
+
     def __init__(self, impl: str, lower: Path, scratch: Path):
         self.impl, self.lower = impl, lower
+        self.startup = 0.0  # seconds from starting the mount program until it returned
         self.dir = Path(tempfile.mkdtemp(dir=scratch, prefix=impl + "-"))
         self.upper, self.work, self.mnt = (self.dir / n for n in ("upper", "work", "m"))
         for d in (self.upper, self.work, self.mnt):
@@ -73,14 +80,22 @@ class Mount:
 
     def __enter__(self) -> "Mount":
         opts = f"lowerdir={self.lower},upperdir={self.upper},workdir={self.work}"
+        start = time.perf_counter()
         if self.impl == "kernel":
             subprocess.run(["mount", "-t", "overlay", "overlay", "-o", opts, str(self.mnt)],
                            check=True)
         else:
-            prog = ("fuse-overlayfs" if self.impl == "fuse-overlayfs"
-                    else str(Path(sys.executable).parent / "layerbox-overlayfs"))
-            subprocess.run([prog, "-o", opts, str(self.mnt)], check=True)
-            out = subprocess.run(["pgrep", "-f", f"{Path(prog).name}.*{self.mnt}"], capture_output=True,
+            env = None
+            if self.impl == "fuse-overlayfs":
+                prog = ["fuse-overlayfs"]
+            elif self.impl == BEFORE:
+                prog = [sys.executable, "-m", "overlayfs.mount"]
+                env = dict(os.environ, PYTHONPATH=self.before_src)
+            else:
+                prog = [str(Path(sys.executable).parent / "layerbox-overlayfs")]
+            subprocess.run([*prog, "-o", opts, str(self.mnt)], check=True, env=env, cwd="/")
+            self.startup = time.perf_counter() - start
+            out = subprocess.run(["pgrep", "-f", f"overlayfs.* {self.mnt}$"], capture_output=True,
                                  text=True).stdout.split()
             self.pid = int(out[0]) if out else None
         deadline = time.monotonic() + 10
@@ -160,9 +175,76 @@ def rss_growth(args) -> int:
     return 0
 
 
+class RequestCounter:
+    """Counts the FUSE requests the kernel sends to one mount, by opcode, through the
+    kernel's ``fuse:fuse_request_send`` tracepoint in a trace instance of our own."""
+
+    def __init__(self) -> None:
+        self.dir = TRACE / "instances" / "layerbox-bench-fs"
+        if not (TRACE / "events" / "fuse" / "fuse_request_send").exists():
+            raise SystemExit("bench_fs: --requests needs tracefs with the fuse tracepoints")
+        self.dir.mkdir(exist_ok=True)
+        (self.dir / "buffer_size_kb").write_text("32768\n")
+        self.event = self.dir / "events" / "fuse" / "fuse_request_send"
+
+    def start(self, mnt: Path) -> None:
+        dev = os.stat(mnt).st_dev
+        kdev = (os.major(dev) << 20) | os.minor(dev)  # the kernel's dev_t encoding
+        (self.event / "filter").write_text(f"connection == {kdev}\n")
+        (self.dir / "trace").write_text("")
+        (self.event / "enable").write_text("1\n")
+
+    def stop(self) -> dict[str, int]:
+        (self.event / "enable").write_text("0\n")
+        counts: dict[str, int] = {}
+        for line in (self.dir / "trace").read_text().splitlines():
+            if "opcode" in line and "(" in line:
+                name = line.split("(", 1)[1].split(")", 1)[0].removeprefix("FUSE_")
+                counts[name] = counts.get(name, 0) + 1
+        lost = sum(int(line.split()[1]) for cpu in (self.dir / "per_cpu").iterdir()
+                   for line in (cpu / "stats").read_text().splitlines()
+                   if line.startswith("overrun:"))
+        if lost:
+            counts["(lost)"] = lost
+        return counts
+
+    def close(self) -> None:
+        self.dir.rmdir()
+
+
+def count_requests(args, lower: Path, scratch: Path, impls: list[str], workloads) -> None:
+    """One run of each workload per FUSE implementation, counting requests by opcode."""
+    counter = RequestCounter()
+    try:
+        for workload, prep, cmd in workloads:
+            counts = {}
+            for impl in (i for i in impls if i != "kernel"):
+                with Mount(impl, lower, scratch) as mount:
+                    if prep:
+                        sh(prep, mount.mnt)
+                    else:
+                        drop_caches()
+                    counter.start(mount.mnt)
+                    sh(cmd, mount.mnt)
+                    counts[impl] = counter.stop()
+            names = sorted({n for c in counts.values() for n in c},
+                           key=lambda n: -max(c.get(n, 0) for c in counts.values()))
+            cols = list(counts)
+            print(f"\n{workload}: FUSE requests by opcode\n")
+            print(f"| opcode | {' | '.join(cols)} |")
+            print("|" + " --- |" * (len(cols) + 1))
+            for n in names + ["total"]:
+                cells = [str(sum(c.values()) if n == "total" else c.get(n, 0))
+                         for c in counts.values()]
+                print(f"| {n} | {' | '.join(cells)} |", flush=True)
+    finally:
+        counter.close()
+
+
 def run(args) -> int:
     if args.rss_files:
         return rss_growth(args)
+    Mount.before_src = args.before_src
     scratch = Path(tempfile.mkdtemp(prefix="layerbox-bench-", dir=args.scratch))
     try:
         lower = scratch / "lower"
@@ -171,14 +253,21 @@ def run(args) -> int:
         tar = scratch / "tree.tar"
         with tarfile.open(tar, "w") as t:
             t.add(lower / "lib", arcname="lib")
-        print(f"lower: {files} files, {size / 1e6:.0f} MB; repeats: {args.repeat}", file=sys.stderr)
+        print(f"lower: {files} files, {size / 1e6:.0f} MB; repeats: {args.repeat}; "
+              f"load average at start: {os.getloadavg()[0]:.2f}", file=sys.stderr)
         impls = [i for i in IMPLEMENTATIONS if i in args.only]
+        if args.before_src:
+            impls.insert(impls.index("layerbox") if "layerbox" in impls else len(impls), BEFORE)
+        selected = [(w, prep, cmd.replace("{tar}", str(tar)).replace("{big_mb}", str(args.big_mb)))
+                    for w, (prep, cmd) in WORKLOADS.items()
+                    if not args.workloads or any(s in w for s in args.workloads)]
+        if args.requests:
+            count_requests(args, lower, scratch, impls, selected)
+            return 0
         times: dict[tuple[str, str], list[float]] = {}
         rss: dict[str, float] = {}
-        for workload, (prep, cmd) in WORKLOADS.items():
-            if args.workloads and not any(w in workload for w in args.workloads):
-                continue
-            cmd = cmd.replace("{tar}", str(tar)).replace("{big_mb}", str(args.big_mb))
+        startup: dict[str, list[float]] = {}
+        for workload, prep, cmd in selected:
             for _ in range(args.repeat):
                 for impl in impls:
                     with Mount(impl, lower, scratch) as mount:
@@ -192,10 +281,14 @@ def run(args) -> int:
                         peak = mount.peak_rss_mb()
                         if peak is not None:
                             rss[impl] = max(rss.get(impl, 0.0), peak)
+                        if impl != "kernel":
+                            startup.setdefault(impl, []).append(mount.startup)
             print(f"  {workload}: " + "  ".join(
                 f"{i} {statistics.median(times[(workload, i)]):.2f}s" for i in impls),
                 file=sys.stderr)
-        report(times, rss, impls)
+        report(times, rss, startup, impls)
+        print(f"\nload average at the end (1, 5, 15 min): "
+              + ", ".join(f"{x:.2f}" for x in os.getloadavg()))
     finally:
         subprocess.run(f"for m in $(grep -o '{scratch}[^ ]*/m' /proc/mounts); do "
                        f"fusermount3 -u -z $m 2>/dev/null || umount -l $m; done", shell=True)
@@ -203,26 +296,27 @@ def run(args) -> int:
     return 0
 
 
-def report(times, rss, impls) -> None:
+def report(times, rss, startup, impls) -> None:
     workloads = sorted({w for w, _ in times}, key=list(WORKLOADS).index)
-    head = f"| workload | {' | '.join(impls)} | layerbox/fuse-overlayfs | layerbox/kernel |"
-    print(head)
-    print("|" + " --- |" * (len(impls) + 3))
-    ratios_fo, ratios_k = [], []
+    pairs = [(a, b) for a, b in (("layerbox", "fuse-overlayfs"), ("layerbox", "kernel"),
+                                 (BEFORE, "fuse-overlayfs"), ("layerbox", BEFORE))
+             if a in impls and b in impls]
+    print(f"| workload | {' | '.join(impls)} | {' | '.join(f'{a}/{b}' for a, b in pairs)} |")
+    print("|" + " --- |" * (len(impls) + len(pairs) + 1))
+    ratios: dict[tuple[str, str], list[float]] = {pair: [] for pair in pairs}
     for w in workloads:
         med = {i: statistics.median(times[(w, i)]) for i in impls}
         cells = [f"{med[i]:.2f}" for i in impls]
-        rf = rk = ""
-        if "layerbox" in med and "fuse-overlayfs" in med and med["fuse-overlayfs"] > 0:
-            ratios_fo.append(med["layerbox"] / med["fuse-overlayfs"])
-            rf = f"{ratios_fo[-1]:.2f}"
-        if "layerbox" in med and "kernel" in med and med["kernel"] > 0:
-            ratios_k.append(med["layerbox"] / med["kernel"])
-            rk = f"{ratios_k[-1]:.2f}"
-        print(f"| {w} | {' | '.join(cells)} | {rf} | {rk} |")
+        for a, b in pairs:
+            ratios[(a, b)].append(med[a] / med[b] if med[b] > 0 else float("nan"))
+            cells.append(f"{ratios[(a, b)][-1]:.2f}")
+        print(f"| {w} | {' | '.join(cells)} |")
     gm = lambda xs: statistics.geometric_mean(xs) if xs else float("nan")  # noqa: E731
-    print(f"| geometric mean | {' | '.join('' for _ in impls)} | {gm(ratios_fo):.2f} | {gm(ratios_k):.2f} |")
+    print(f"| geometric mean | {' | '.join('' for _ in impls)} | "
+          f"{' | '.join(f'{gm(ratios[p]):.2f}' for p in pairs)} |")
     print("\npeak RSS of the daemon (MB): " + ", ".join(f"{i} {v:.0f}" for i, v in rss.items()))
+    print("mount program start-up until mounted and serving, median (ms): " + ", ".join(
+        f"{i} {statistics.median(v) * 1000:.0f}" for i, v in startup.items()))
 
 
 def main() -> int:
@@ -230,15 +324,26 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--files", type=int, default=8000)
     parser.add_argument("--big-mb", type=int, default=512)
-    parser.add_argument("--only", nargs="+", default=list(IMPLEMENTATIONS))
+    parser.add_argument("--only", nargs="+", default=list(IMPLEMENTATIONS),
+                        choices=IMPLEMENTATIONS)
     parser.add_argument("--workloads", nargs="*", help="substrings of workload names to run")
+    parser.add_argument("--before-src", default=None, metavar="DIR",
+                        help="also run 'layerbox-before': the overlayfs/ package in DIR "
+                             "(e.g. `git archive main overlayfs | tar -x -C DIR`) with "
+                             "this venv's python, for before/after in one table")
+    parser.add_argument("--requests", action="store_true",
+                        help="instead of timing: count the FUSE requests of one run of "
+                             "each workload by opcode (kernel tracepoint; needs root)")
     parser.add_argument("--scratch", default="/tmp",
                         help="where the lower, uppers and mounts go (/var/tmp is slow "
                              "at creating files on this VM)")
     parser.add_argument("--rss-files", type=int, nargs="*",
                         help="instead of the table: peak RSS after a walk of lowers of "
                              "these many files (e.g. 8000 100000)")
-    return run(parser.parse_args())
+    args = parser.parse_args()
+    if args.before_src and not (Path(args.before_src) / "overlayfs" / "mount.py").is_file():
+        parser.error(f"--before-src {args.before_src}: no overlayfs/mount.py there")
+    return run(args)
 
 
 if __name__ == "__main__":

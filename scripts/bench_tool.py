@@ -142,6 +142,11 @@ class Tool:
                      str(self.top / "run"), "--runtime", "runc", "--cgroup-manager",
                      "cgroupfs", "--events-backend", "none", "--tmpdir",
                      str(self.top / "tmp"), "--volumepath", str(self.top / "volumes")]
+        if name == "podman-fuse":
+            # Podman 4.3 ignores the config file's mount_program once --root is given
+            # (`podman info`: no graph options; containers got a kernel overlay mount):
+            # only the command-line storage option takes effect.
+            self.base += ["--storage-opt", "overlay.mount_program=/usr/bin/fuse-overlayfs"]
         self.commit_opts = ["-f", "docker"]   # podman takes -m only for Docker's format
         self.run_opts = ["--ulimit", "nofile=1024:1024", "--ulimit", "nproc=4096:4096"]
 

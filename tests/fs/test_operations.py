@@ -246,6 +246,36 @@ def test_xattrs_on_merged_entries(union):
     assert visible_xattrs(u.mnt / "d") == (("user.dir", b"v"),)
 
 
+def test_xattrs_appear_on_upper_files_already_asked_for(union):
+    # The daemon remembers that an upper file has no xattrs (the kernel asks for
+    # security.capability before every write): what we set must still be seen.
+    u = union({"lower": File(b"l")}, upper={"up": File(b"u"), "tagged": File(
+        xattrs={"user.t": b"1"})})
+    new = u.mnt / "new"
+    new.write_bytes(b"x")
+    for path in (new, u.mnt / "up"):
+        assert _errno_of(os.getxattr, path, "security.capability") == errno.ENODATA
+        assert visible_xattrs(path) == ()
+        with open(path, "ab") as f:
+            f.write(b"more")
+        os.setxattr(path, "user.a", b"1")
+        assert visible_xattrs(path) == (("user.a", b"1"),)
+        os.removexattr(path, "user.a")
+        assert visible_xattrs(path) == ()
+        assert _errno_of(os.getxattr, path, "user.a") == errno.ENODATA
+        os.setxattr(path, "user.b", b"2")
+        assert os.getxattr(path, "user.b") == b"2"
+    assert visible_xattrs(u.mnt / "tagged") == (("user.t", b"1"),)
+    os.removexattr(u.mnt / "tagged", "user.t")
+    assert visible_xattrs(u.mnt / "tagged") == ()
+    os.setxattr(u.mnt / "tagged", "user.u", b"2")
+    assert visible_xattrs(u.mnt / "tagged") == (("user.u", b"2"),)
+    # a lower file asked for before its copy-up
+    assert _errno_of(os.getxattr, u.mnt / "lower", "user.l") == errno.ENODATA
+    os.setxattr(u.mnt / "lower", "user.l", b"3")
+    assert visible_xattrs(u.mnt / "lower") == (("user.l", b"3"),)
+
+
 def test_statfs_reports_the_upper_file_system(union, known_difference):
     known_difference("f_namemax is 251")
     u = union({"f": File()})

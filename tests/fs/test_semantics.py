@@ -125,6 +125,20 @@ def test_st_ino_is_the_same_in_stat_and_readdir(union):
     assert len(set(inodes)) == len(inodes)
 
 
+def test_st_ino_is_the_backing_files_when_all_layers_share_a_file_system(union):
+    """fuse-overlayfs' tests/test-passthrough.sh: with every layer on one file system
+    the kernel overlay passes the real inode numbers through (``ls -i`` inside and
+    outside the mount agree), in stat and in readdir."""
+    u = union({"dir/lower": File(), "dir/dirl": Dir()},
+              upper={"dir/upper": File(), "dir/diru": Dir()})
+    for rel, layer in (("dir/lower", u.lowers[0]), ("dir/dirl", u.lowers[0]),
+                       ("dir/upper", u.upper), ("dir/diru", u.upper)):
+        assert os.lstat(u.mnt / rel).st_ino == os.lstat(layer / rel).st_ino, rel
+    with os.scandir(u.mnt / "dir") as it:
+        for entry in it:
+            assert entry.inode() == os.lstat(entry.path).st_ino, entry.path
+
+
 # ---------------------------------------------------------------- copy-up
 
 _OWNED = File(b"0123456789", mode=0o640, uid=1234, gid=2345, mtime=1_500_000_000,
@@ -217,6 +231,19 @@ def test_read_only_open_with_o_trunc_truncates_and_copies_up(union):
     assert (u.upper / "f").read_bytes() == b""
     assert (u.mnt / "g").read_bytes() == b"keep"
     assert sorted(upper_kinds(u.upper)) == ["f"]
+
+
+def test_chown_chmod_utimes_of_the_mount_root(union):
+    """Podman chowns every container's rootfs (the mountpoint) before starting it; the
+    root has no name, and setattr refused it with ENOENT, so `podman run` failed."""
+    u = union({"f": File(b"f")})
+    os.chown(u.mnt, 12, 34)
+    os.chmod(u.mnt, 0o711)
+    os.utime(u.mnt, ns=(1_000_000_001_000_000_000, 1_100_000_002_000_000_000))
+    for root in (u.mnt, u.upper):
+        st = os.stat(root)
+        assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode), st.st_mtime_ns) == \
+            (12, 34, 0o711, 1_100_000_002_000_000_000), root
 
 
 def test_mmap_write_then_read(union):

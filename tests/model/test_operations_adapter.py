@@ -114,3 +114,27 @@ def test_mount_options_follow_the_config(ops, tmp_path):
         assert errno_of(ro_ops.open, f.st_ino, os.O_WRONLY, CTX) == errno.EROFS
     finally:
         ro_ops.union.close()
+
+
+def _fds_under(path) -> list[str]:
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith(f"{path}/"):
+            found.append(target)
+    return found
+
+
+def test_close_releases_every_fd_on_the_layers(ops, tmp_path):
+    """The daemon calls it as soon as the FUSE loop ends: umount(8) returns before the
+    daemon exits, and an fd left on a layer kept its file system busy (fuse-overlayfs'
+    test-passthrough.sh and test-mmap.sh unmount the layers' file systems right after)."""
+    f = call(ops.lookup, ROOT, b"f", CTX)
+    call(ops.open, f.st_ino, os.O_RDONLY, CTX)
+    assert _fds_under(tmp_path)
+    ops.close()
+    assert _fds_under(tmp_path) == []
+    ops.close()  # and the fixture's close() after it: closing twice is harmless

@@ -173,3 +173,59 @@ def test_inode_numbers_survive_the_kernel_forgetting_the_inode(union):
         _forget_all(union, path)
         assert union.getattr(_ino(union, path))[0].ino == ino, path
 
+
+
+def test_hard_links_stay_one_inode_after_a_remount(tmp_path):
+    """A hard-linked lower file copied up through one name is, in the next mount, an
+    upper file (linked to the index) for that name and the index for the others: it
+    was split in two inodes, with nlinks that did not add up."""
+    lower = build_layer(tmp_path / "l", {"o/orig": File(b"x", mode=0o664),
+                                         "lib/link": HardLink("o/orig"),
+                                         "share/l3": HardLink("o/orig")})
+    upper, work = tmp_path / "upper", tmp_path / "work"
+    upper.mkdir()
+    work.mkdir()
+
+    def mount() -> Union:
+        return Union(MountConfig(mountpoint=str(tmp_path / "m"), lowers=(str(lower),),
+                                 upper=str(upper), work=str(work)))
+
+    u = mount()
+    try:
+        u.setattr(_ino(u, "o/orig"), mode=0o644)
+    finally:
+        u.close()
+    u = mount()
+    try:
+        names = ("o/orig", "lib/link", "share/l3")
+        inos = {_ino(u, path) for path in names}
+        assert len(inos) == 1
+        ino = inos.pop()
+        st = u.getattr(ino)[1]
+        assert (stat.S_IMODE(st.st_mode), st.st_nlink) == (0o644, 3)
+        u.unlink(_ino(u, "o"), "orig")
+        assert u.lookup(_ino(u, "o"), "orig") is None
+        assert u.getattr(_ino(u, "lib/link"))[1].st_nlink == 2
+        assert u.nodes.get(ino).names == [(u.nodes.get(_ino(u, "lib")), "link"),
+                                          (u.nodes.get(_ino(u, "share")), "l3")]
+    finally:
+        u.close()
+
+
+def test_static_nlink_reports_1_for_every_directory(tmp_path):
+    """fuse-overlayfs' ``static_nlink`` (its tests/test-dir-ops.sh): directories report
+    st_nlink 1, whatever they hold; the option was parsed and then ignored."""
+    lower = build_layer(tmp_path / "l", {"dir/a": Dir(), "dir/b": Dir(), "f": File(b"f")})
+    upper = build_layer(tmp_path / "upper", {"up/x": Dir()})
+    work = tmp_path / "work"
+    work.mkdir()
+    u = Union(MountConfig(mountpoint=str(tmp_path / "m"), lowers=(str(lower),),
+                          upper=str(upper), work=str(work), static_nlink=True))
+    try:
+        for path in ("", "dir", "up"):
+            assert u.getattr(_ino(u, path))[1].st_nlink == 1, path
+        u.mkdir(_ino(u, "up"), "y", 0o755, 0, 0)
+        assert u.getattr(_ino(u, "up"))[1].st_nlink == 1
+        assert u.getattr(_ino(u, "f"))[1].st_nlink == 1
+    finally:
+        u.close()
