@@ -121,3 +121,15 @@ def test_redirects_in_upper_and_lower_layers_are_followed(union):
     assert (u.mnt / "sub/b").read_bytes() == b"b"
     assert sorted(os.listdir(u.mnt / "again")) == ["keep", "new"]
     assert redirects_in(u.upper)["sub"] == "/moved/sub"  # the topmost lower path
+
+
+@pytest.mark.program_only
+def test_user_namespace_redirects_are_followed(union):
+    """Where trusted xattrs are refused (rootless), the redirect is user.overlay.redirect
+    (the kernel's userxattr form); no kernel oracle here: it needs a user namespace."""
+    u = union({"moved": Dir(xattrs={wh.REDIRECT_XATTRS[1]: b"/d"}), "d": Whiteout()},
+              {"d/a": File(b"a"), "d/sub/b": File(b"b")})
+    assert sorted(os.listdir(u.mnt)) == ["moved"]
+    assert sorted(os.listdir(u.mnt / "moved")) == ["a", "sub"]
+    assert (u.mnt / "moved/sub/b").read_bytes() == b"b"
+    assert _private(u.mnt / "moved") == []
