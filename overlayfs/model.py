@@ -19,9 +19,11 @@ Semantics follow the kernel overlay (``../shared/spec/union-fs.md``):
   several hard links are copied up once into ``WORK/index`` and every later name is a
   hard link to that copy, so hard-link identity survives copy-up.
 * deleting a lower entry leaves a whiteout and copies nothing up.
-* renaming a directory that has lower parts copies its whole tree up and makes it
-  opaque (what ``mv`` does after the kernel's EXDEV), so the upper directory alone
-  describes the result and ``diff``/``commit`` need no redirect support.
+* renaming a directory that has lower parts copies up only the directory itself and
+  records where it came from in a redirect xattr (``trusted.overlay.redirect``, or
+  ``user.overlay.redirect``), as the kernel's ``redirect_dir=on`` does. A node's
+  path is therefore per layer (:meth:`Union.layer_path`): below a redirect, lower
+  layers are looked up at the redirect's path, in upper and lower layers alike.
 """
 
 from __future__ import annotations
@@ -70,6 +72,9 @@ class Union(NameChanges, FilesAndMetadata):
         self._index: dict[tuple[int, int], int] = {}
         #: (st_dev, st_ino) of an index file (shared by its upper names) → its origin.
         self._index_files: dict[tuple[int, int], tuple[int, int]] = {}
+        #: Set once any redirect was seen or written: until then every layer holds
+        #: every node at its merged path and layer_path() is just path().
+        self._redirects = False
         if self.has_upper and self._work_fd >= 0:
             self._prepare_work_dir()
 
@@ -123,6 +128,30 @@ class Union(NameChanges, FilesAndMetadata):
     def path(self, node: Node) -> str:
         return node_path(node)
 
+    def layer_path(self, node: Node, layer: int) -> str:
+        """NODE's path inside LAYER (differs from path() below a redirected directory)."""
+        if layer == 0 or not self._redirects:
+            return node_path(node)
+        parts: list[str] = []
+        base = ""
+        while node.names:
+            if node.is_dir:
+                self.dir_layers(node)
+                if node.lower_paths is not None and layer in node.lower_paths:
+                    base = node.lower_paths[layer]
+                    break
+            parent, name = node.names[0]
+            parts.append(name)
+            node = parent
+        else:
+            if node.ino != ROOT_INODE:
+                raise FileNotFoundError("node is unlinked")
+        parts.reverse()
+        return "/".join(([base] if base else []) + parts)
+
+    def child_layer_path(self, parent: Node, name: str, layer: int) -> str:
+        return child_path(self.layer_path(parent, layer), name)
+
     def dir_layers(self, node: Node) -> tuple[int, ...]:
         """The layers merged into directory NODE, topmost first (computed once)."""
         if node.dir_layers is None:
@@ -134,26 +163,64 @@ class Union(NameChanges, FilesAndMetadata):
                     layers.append(index)
             else:
                 parent, name = node.names[0]
-                layers = self._merge_below(parent, name, node.layer)
+                layers, paths = self._merge_below(parent, name, node.layer)
+                node.lower_paths = paths
             node.dir_layers = tuple(layers)
             node.merged_dir = len(layers) > 1
         return node.dir_layers
 
-    def _merge_below(self, parent: Node, name: str, top: int) -> list[int]:
-        """Layers of directory PARENT/NAME from layer TOP down to the first opaque one."""
+    def _merge_below(self, parent: Node, name: str,
+                     top: int) -> tuple[list[int], dict[int, str] | None]:
+        """Layers of directory PARENT/NAME from layer TOP down to the first opaque one,
+        and the directory's path in each of them if a redirect moved it (else None).
+
+        Like the kernel's lookup: a redirect on a layer's copy names where the layers
+        below hold it, an absolute one from the layer root (then every layer below
+        is searched, not only the parent's), a relative one in the parent.
+        """
         layers = [top]
         parent_layers = self.dir_layers(parent)
-        rel = child_path(self.path(parent), name)
-        for index in parent_layers[parent_layers.index(top) + 1:]:
-            found = self._lstat_in(index, rel, parent, name)
-            if found is None:
-                continue
-            if found is False or not stat.S_ISDIR(found.st_mode):
+        stack = parent_layers[parent_layers.index(top) + 1:]
+        rel = self.child_layer_path(parent, name, top)
+        paths = {top: rel}
+        moved = False
+        absolute: str | None = None  # the path to look up once an absolute redirect is met
+        last = len(self._fds) - 1
+        position = 0
+        current = top
+        while True:
+            if current == last:
+                break
+            redirect = wh.redirect_at(self._fds[current], rel)
+            current_rel = rel
+            if redirect is not None and (target := _redirect_target(redirect)) is not None:
+                self._redirects = moved = True
+                if redirect.startswith("/"):
+                    absolute = target
+                    root_layers = self.dir_layers(self.root)
+                    stack = tuple(layer for layer in root_layers if layer > current)
+                    position = 0
+                elif absolute is not None:
+                    absolute = child_path(absolute.rpartition("/")[0], target)
+                else:
+                    name = target
+            found = None
+            while position < len(stack):
+                index = stack[position]
+                position += 1
+                rel = absolute if absolute is not None else \
+                    self.child_layer_path(parent, name, index)
+                found = self._lstat_in(index, rel, parent, name, position == len(stack))
+                paths[index] = rel  # also where absent: a new redirect must name it
+                if found is not None:
+                    break
+            if found is None or found is False or not stat.S_ISDIR(found.st_mode):
                 break  # a whiteout or a non-directory hides everything below
-            if wh.is_opaque_at(self._fds[layers[-1]], rel):
+            if wh.is_opaque_at(self._fds[current], current_rel):
                 break
             layers.append(index)
-        return layers
+            current = index
+        return layers, (paths if moved else None)
 
     def _lstat_in(self, layer: int, rel: str, parent: Node, name: str, last: bool = False):
         """The entry at REL in LAYER: its stat, False for a whiteout, None if absent.
@@ -165,7 +232,8 @@ class Union(NameChanges, FilesAndMetadata):
             if last:
                 return None
             try:
-                _lstat(fd, child_path(self.path(parent), wh.whiteout_file_name(name)))
+                _lstat(fd, child_path(rel.rpartition("/")[0], wh.whiteout_file_name(
+                    rel.rpartition("/")[2])))
             except OSError:
                 return None
             return False
@@ -177,10 +245,10 @@ class Union(NameChanges, FilesAndMetadata):
         """(layer, stat) of the visible entry PARENT/NAME, or None."""
         if wh.is_private_name(name):
             return None
-        rel = child_path(self.path(parent), name)
         layers = self.dir_layers(parent)
         bottom = layers[-1]
         for layer in layers:
+            rel = self.child_layer_path(parent, name, layer)
             found = self._lstat_in(layer, rel, parent, name, layer == bottom)
             if found is None:
                 continue
@@ -242,7 +310,7 @@ class Union(NameChanges, FilesAndMetadata):
         """(dir fd, relative path) of the file that holds NODE's data and metadata."""
         if node.origin is not None:
             return self._work_fd, self._index_name(node.origin)
-        return self._fds[node.layer], at(self.path(node))
+        return self._fds[node.layer], at(self.layer_path(node, node.layer))
 
     def stat_node(self, node: Node) -> os.stat_result:
         if not node.names and node.ino != ROOT_INODE:
@@ -278,8 +346,8 @@ class Union(NameChanges, FilesAndMetadata):
         seen: dict[str, int] = {}
         multi: set[str] = set()
         hidden: set[str] = set()
-        rel = at(self.path(node))
         for layer in self.dir_layers(node):
+            rel = at(self.layer_path(node, layer))
             hidden_here: set[str] = set()
             with near(self._fds[layer], rel) as (layer_fd, short):
                 fd = os.open(short, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=layer_fd)
@@ -312,12 +380,14 @@ class Union(NameChanges, FilesAndMetadata):
     def child_entry(self, parent: Node, name: str, layer: int,
                     in_several_layers: bool = True) -> tuple[Node, os.stat_result]:
         """Node and attributes of a listed entry (for readdirplus; no lookup count)."""
-        st = _lstat(self._fds[layer], child_path(self.path(parent), name))
+        st = _lstat(self._fds[layer], self.child_layer_path(parent, name, layer))
         node = self._node_for(parent, name, layer, st)
         if node.layer != layer or node.origin is not None:
             return node, self.stat_node(node)
         if node.is_dir:
-            if node.dir_layers is None and not in_several_layers:
+            if node.dir_layers is None and not in_several_layers and (
+                    layer == len(self._fds) - 1 or wh.redirect_at(
+                        self._fds[layer], self.child_layer_path(parent, name, layer)) is None):
                 node.dir_layers = (layer,)
             self.dir_layers(node)
             if node.merged_dir:
@@ -344,8 +414,9 @@ class Union(NameChanges, FilesAndMetadata):
         self.ensure_upper_dir(parent)
         layers = self.dir_layers(node)
         rel = self.path(node)
-        st = _lstat(self._fds[node.layer], rel)
-        tmp = copy_entry(self._fds[node.layer], rel, st, self._work_fd)
+        lower_rel = self.layer_path(node, node.layer)
+        st = _lstat(self._fds[node.layer], lower_rel)
+        tmp = copy_entry(self._fds[node.layer], lower_rel, st, self._work_fd)
         with self._parent_times_kept(parent):
             self._into_upper(tmp, rel)
         node.layer = 0
@@ -376,8 +447,10 @@ class Union(NameChanges, FilesAndMetadata):
                 self._set_remaining(node.origin, self._index[node.origin] - 1)
             return
         self.ensure_upper_dir(parent)
-        st = _lstat(self._fds[node.layer], rel)
-        tmp = copy_entry(self._fds[node.layer], rel, st, self._work_fd, with_data=with_data)
+        lower_rel = self.child_layer_path(parent, name, node.layer)
+        st = _lstat(self._fds[node.layer], lower_rel)
+        tmp = copy_entry(self._fds[node.layer], lower_rel, st, self._work_fd,
+                         with_data=with_data)
         if st.st_nlink > 1 and stat.S_ISREG(st.st_mode):
             origin = (st.st_dev, st.st_ino)
             os.link(tmp, self._index_name(origin), src_dir_fd=self._work_fd,
@@ -409,57 +482,15 @@ class Union(NameChanges, FilesAndMetadata):
         with near(self._fds[0], rel) as (fd, short):
             os.rename(tmp, short, src_dir_fd=self._work_fd, dst_dir_fd=fd)
 
-    def _materialize(self, node: Node) -> None:
-        """Copy a directory's whole merged tree into the upper and make it opaque."""
-        self.ensure_upper_dir(node)
-        self._materialize_children(node)
-        rel = self.path(node)
-        _drop_whiteouts(self._fds[0], rel)  # meaningless below an opaque directory
-        self._whiteouts.mark_opaque_at(self._fds[0], rel)
-        node.dir_layers = (0,)
-        node.merged_dir = False
-        self._refresh_below(node)
 
-    def _materialize_children(self, node: Node) -> None:
-        for name, layer, several in self.list_dir(node):
-            child, _ = self.child_entry(node, name, layer, several)
-            if child.is_dir:
-                self.ensure_upper_dir(child)
-                if len(self.dir_layers(child)) > 1:
-                    self._materialize_children(child)
-            else:
-                self.copy_up(child, (node, name))
-            self.nodes.maybe_retire(child)
-
-    def _refresh_below(self, top: Node) -> None:
-        """Forget cached layer facts of nodes under TOP after its tree moved up."""
-        for node in list(self.nodes):
-            if node is top or not node.names:
-                continue
-            ancestor = node.names[0][0]
-            while ancestor.names and ancestor is not top:
-                ancestor = ancestor.names[0][0]
-            if ancestor is top:
-                if node.is_dir:
-                    node.dir_layers = None
-                    node.merged_dir = False
-
-
-def _drop_whiteouts(dir_fd: int, rel: str) -> None:
-    with near(dir_fd, rel) as (parent_fd, short):
-        fd = os.open(short, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=parent_fd)
-    try:
-        with os.scandir(fd) as entries:
-            for entry in entries:
-                if entry.is_dir(follow_symlinks=False):
-                    _drop_whiteouts(fd, entry.name)
-                elif wh.whiteout_target(entry.name) or (
-                        not entry.is_file(follow_symlinks=False)
-                        and not entry.is_symlink()
-                        and wh.is_whiteout_stat(entry.stat(follow_symlinks=False))):
-                    os.unlink(entry.name, dir_fd=fd)
-    finally:
-        os.close(fd)
+def _redirect_target(redirect: str) -> str | None:
+    """A redirect as a layer-relative path (or a name), None if it is malformed."""
+    parts = redirect.strip("/").split("/")
+    if not parts or any(part in ("", ".", "..") for part in parts):
+        return None
+    if not redirect.startswith("/") and len(parts) > 1:
+        return None
+    return "/".join(parts)
 
 
 def _with_nlink(st: os.stat_result, nlink: int) -> os.stat_result:

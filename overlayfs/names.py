@@ -22,10 +22,10 @@ from overlayfs.rename import rename as _rename
 class NameChanges:
     def _lower_has(self, parent: Node, name: str) -> bool:
         """True if a layer below the upper shows an entry at PARENT/NAME."""
-        rel = child_path(self.path(parent), name)
         for layer in self.dir_layers(parent):
             if layer == 0:
                 continue
+            rel = self.child_layer_path(parent, name, layer)
             found = self._lstat_in(layer, rel, parent, name)
             if found is None:
                 continue

@@ -48,7 +48,7 @@ def check_name(name: str) -> None:
 class Node:
     __slots__ = ("ino", "lookups", "names", "is_dir", "layer", "dir_layers",
                  "keys", "open_count", "merged_dir", "upper_names", "origin",
-                 "lower_xattrs", "no_upper_xattrs")
+                 "lower_xattrs", "no_upper_xattrs", "lower_paths")
 
     def __init__(self, ino: int, is_dir: bool, layer: int):
         self.ino = ino
@@ -79,6 +79,10 @@ class Node:
         #: only ever remove security.capability), so True stays true until setxattr:
         #: the kernel asks for security.capability before every write and chown.
         self.no_upper_xattrs: bool | None = None
+        #: Directories reached through a redirect (a renamed lower directory): layer →
+        #: path of this directory in that layer, for every lower layer it merges.
+        #: None when every layer holds it at its merged path.
+        self.lower_paths: dict[int, str] | None = None
 
     def __repr__(self) -> str:
         return f"<Node {self.ino} layer={self.layer} names={[(p.ino, n) for p, n in self.names]}>"

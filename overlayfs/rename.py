@@ -1,9 +1,11 @@
 """rename(2) on the merged view, as a method of :class:`overlayfs.model.Union`.
 
 Kept apart from the model because it is the one operation that touches two names,
-two parents and possibly two directory trees at once. Directories with lower parts
-are materialized (copied up whole and made opaque) before they move; the old name
-gets a whiteout when a lower layer still shows something there.
+two parents and possibly two directory trees at once. A directory with lower parts
+moves the kernel's ``redirect_dir=on`` way: only the directory itself is copied up,
+and a redirect xattr on it names its path in the lower layers (its children stay
+where they are); the old name gets a whiteout when a lower layer still shows
+something there.
 """
 
 from __future__ import annotations
@@ -70,9 +72,10 @@ def rename(self, old_parent_ino: int, old_name: str, new_parent_ino: int, new_na
 
     src_lower = self._lower_has(old_parent, old_name)
     dst_lower = self._lower_has(new_parent, new_name)
-    _bring_up(self, src_node, old_parent, old_name)
+    src_moved = _bring_up(self, src_node, old_parent, old_name)
+    dst_moved = None
     if flags & RENAME_EXCHANGE:
-        _bring_up(self, dst_node, new_parent, new_name)
+        dst_moved = _bring_up(self, dst_node, new_parent, new_name)
     self.ensure_upper_dir(new_parent)
     self.ensure_upper_dir(old_parent)
     upper = self._fds[0]
@@ -81,16 +84,16 @@ def rename(self, old_parent_ino: int, old_name: str, new_parent_ino: int, new_na
 
     if flags & RENAME_EXCHANGE:
         renameat2(upper, old_rel, upper, new_rel, RENAME_EXCHANGE)
-        if src_is_dir and dst_lower:
+        if src_moved is None and src_is_dir and dst_lower:
             self._whiteouts.mark_opaque_at(upper, new_rel)
-        if dst_is_dir and src_lower:
+        if dst_moved is None and dst_is_dir and src_lower:
             self._whiteouts.mark_opaque_at(upper, old_rel)
         src_node.names.remove((old_parent, old_name))
         dst_node.names.remove((new_parent, new_name))
         src_node.names.append((new_parent, new_name))
         dst_node.names.append((old_parent, old_name))
-        _settle_dir(self, dst_node)
-        _settle_dir(self, src_node)
+        _settle_dir(self, dst_node, old_rel, dst_moved)
+        _settle_dir(self, src_node, new_rel, src_moved)
         return
 
     in_upper = self._upper_has(new_rel)
@@ -105,7 +108,11 @@ def rename(self, old_parent_ino: int, old_name: str, new_parent_ino: int, new_na
         self._upper_unlink(wh_rel)
     with near(upper, old_rel) as (old_fd, old_short), near(upper, new_rel) as (new_fd, new_short):
         os.rename(old_short, new_short, src_dir_fd=old_fd, dst_dir_fd=new_fd)
-    if src_is_dir and (dst_lower or in_upper is not None and wh.is_whiteout_stat(in_upper)):
+    # As the kernel: a pure upper directory moved into a merged one is made opaque,
+    # so that nothing a lower layer may hold at its new name shows through.
+    if src_is_dir and src_moved is None and (
+            dst_lower or len(self.dir_layers(new_parent)) > 1
+            or in_upper is not None and wh.is_whiteout_stat(in_upper)):
         self._whiteouts.mark_opaque_at(upper, new_rel)
     if src_lower:
         self._whiteouts.make_whiteout(upper, old_rel)
@@ -114,23 +121,37 @@ def rename(self, old_parent_ino: int, old_name: str, new_parent_ino: int, new_na
     if dst_node is not None:
         self._remove_name(dst_node, new_parent, new_name)
         self.nodes.maybe_retire(dst_node)
-    _settle_dir(self, src_node)
+    _settle_dir(self, src_node, new_rel, src_moved)
 
 
-def _bring_up(self, node, parent, name) -> None:
-    """Make the entry at PARENT/NAME live wholly in the upper layer before it moves."""
-    if node.is_dir:
-        if node.layer != 0 or len(self.dir_layers(node)) > 1:
-            self._materialize(node)
-    else:
+def _bring_up(self, node, parent, name) -> dict[int, str] | None:
+    """Get the entry at PARENT/NAME into the upper layer before it moves.
+
+    For a directory with lower parts, only the directory is copied up; the result is
+    its path in each lower layer it merges (what the redirect must keep pointing at,
+    also when it was already moved before), else None.
+    """
+    if not node.is_dir:
         self.copy_up(node, (parent, name))
+        return None
+    layers = self.dir_layers(node)
+    if node.layer == 0 and len(layers) == 1:
+        return None
+    self.ensure_upper_dir(node)
+    # Layer 1 first: the kernel's redirect is the path to look up in the layer just
+    # below the upper (whose own redirects lead further down), held there or not.
+    return {layer: self.layer_path(node, layer) for layer in (1,) + self.dir_layers(node)[1:]}
 
 
-def _settle_dir(self, node) -> None:
-    if node.is_dir:
-        node.dir_layers = (0,)
-        node.merged_dir = False
-        self.nodes.maybe_retire(node)
+def _settle_dir(self, node, rel: str, moved: dict[int, str] | None) -> None:
+    if not node.is_dir:
+        return
+    if moved:
+        # The kernel's form: a path from the layer root.
+        self._whiteouts.set_redirect_at(self._fds[0], rel, "/" + moved[1])
+        self._redirects = True
+        node.lower_paths = {0: rel, **moved}
+    self.nodes.maybe_retire(node)
 
 
 def _empty_dir(dir_fd: int, rel: str) -> None:

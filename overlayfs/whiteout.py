@@ -36,7 +36,9 @@ FUSE_OVERLAYFS_OPAQUE = "user.fuseoverlayfs.opaque"
 OPAQUE_XATTRS = (TRUSTED_OPAQUE, USER_OPAQUE, FUSE_OVERLAYFS_OPAQUE)
 
 #: Xattrs that are overlay bookkeeping: never shown in a merged view, never exported.
-PRIVATE_XATTR_PREFIXES = ("trusted.overlay.", "user.overlay.", "user.fuseoverlayfs.")
+#: ("user.layerbox." is ours: the index's link counts, on files the upper shares.)
+PRIVATE_XATTR_PREFIXES = ("trusted.overlay.", "user.overlay.", "user.fuseoverlayfs.",
+                          "user.layerbox.")
 
 REDIRECT_XATTRS = ("trusted.overlay.redirect", "user.overlay.redirect")
 
@@ -114,6 +116,27 @@ def redirect_of_fd(dir_fd: int) -> str | None:
     return None
 
 
+def redirect_at(parent_fd: int, rel: str) -> str | None:
+    """The redirect of directory REL in PARENT_FD (one listxattr when there is none)."""
+    with near(parent_fd, rel) as (parent_fd, rel):
+        path = f"/proc/self/fd/{parent_fd}/{rel}"
+        try:
+            names = os.listxattr(path, follow_symlinks=False)
+        except OSError as exc:
+            if exc.errno in (errno.ENOTSUP, errno.EPERM, errno.EACCES):
+                return None
+            raise
+        for attr in REDIRECT_XATTRS:
+            if attr in names:
+                try:
+                    value = os.getxattr(path, attr, follow_symlinks=False)
+                except OSError:
+                    continue
+                if value:
+                    return os.fsdecode(value)
+    return None
+
+
 def is_whiteout_at(dir_fd: int, name: str) -> bool:
     """True if NAME is deleted in this layer directory, in either whiteout form."""
     with near(dir_fd, name) as (dir_fd, name):
@@ -177,6 +200,33 @@ class WhiteoutWriter:
                     raise
                 self._trusted_works = False
         os.setxattr(dir_fd, USER_OPAQUE, b"y")
+
+    def set_redirect_fd(self, dir_fd: int, target: str) -> None:
+        """Record that this directory shows the lower directory at TARGET (kernel form)."""
+        if self._trusted_works:
+            try:
+                os.setxattr(dir_fd, REDIRECT_XATTRS[0], os.fsencode(target))
+                return
+            except PermissionError:
+                self._trusted_works = False
+            except OSError as exc:
+                if exc.errno != errno.ENOTSUP:
+                    raise
+                self._trusted_works = False
+        os.setxattr(dir_fd, REDIRECT_XATTRS[1], os.fsencode(target))
+
+    def set_redirect_at(self, parent_fd: int, name: str, target: str) -> None:
+        with near(parent_fd, name) as (parent_fd, name):
+            fd = os.open(name, _DIR_OPEN_FLAGS, dir_fd=parent_fd)
+        try:
+            for attr in REDIRECT_XATTRS:  # a stale one of the other family would win
+                try:
+                    os.removexattr(fd, attr)
+                except OSError:
+                    pass
+            self.set_redirect_fd(fd, target)
+        finally:
+            os.close(fd)
 
     def mark_opaque_at(self, parent_fd: int, name: str) -> None:
         with near(parent_fd, name) as (parent_fd, name):

@@ -4,8 +4,12 @@ Hypothesis draws a sequence of file operations over a small name space (so names
 collide); the same sequence runs on a kernel overlay (redirect_dir=on, so directory
 renames succeed) and on the program under test, each over its own copy of the same
 lower layers. Per step the outcome (0 or errno) must match; at the end the merged
-trees and the A/C/D changes of both upper dirs must match. On failure the operation
-list is printed as a reproducer. ``$LAYERBOX_DIFF_EXAMPLES`` (default 60) bounds it.
+trees, the A/C/D changes of both upper dirs and the physical uppers' shape (which
+directories carry a redirect to which lower path, which files were copied up) must
+match. "remount" mounts the same layers again (redirects are then read back from the
+xattrs); "rotate" makes the upper the top lower under a new empty upper, as
+unionmount-testsuite's ``--ov=2`` does. On failure the operation list is printed as a
+reproducer. ``$LAYERBOX_DIFF_EXAMPLES`` (default 60) bounds it.
 """
 
 import contextlib
@@ -18,8 +22,8 @@ from hypothesis import strategies as st
 
 from tests.support.overlay import (RENAME_EXCHANGE, RENAME_NOREPLACE, Dir, File, Symlink,
                                    Whiteout, build_layer, fresh_base, fs_under_test,
-                                   kernel_overlay, fuse_overlay, remove_base, renameat2,
-                                   snapshot)
+                                   kernel_overlay, fuse_overlay, redirects_in, remove_base,
+                                   renameat2, snapshot, upper_kinds)
 
 changes_module = pytest.importorskip("overlayfs.changes")
 
@@ -51,6 +55,8 @@ operations = st.one_of(
     st.tuples(st.just("link"), paths, paths),
     st.tuples(st.just("symlink"), st.sampled_from(NAMES + ["../a", "/x"]), paths),
     st.tuples(st.just("setxattr"), paths, st.sampled_from(["user.x", "user.y"]), data),
+    st.tuples(st.just("remount")),
+    st.tuples(st.just("rotate")),
 )
 
 
@@ -98,17 +104,64 @@ def apply(root, op) -> int:
     return 0
 
 
-def _layers(base, name):
-    top = build_layer(base / name / "top", TOP)
-    bottom = build_layer(base / name / "bottom", BOTTOM)
-    upper, work, mnt = (base / name / d for d in ("upper", "work", "mnt"))
-    for d in (upper, work, mnt):
-        d.mkdir()
-    return [top, bottom], upper, work, mnt
+class _Side:
+    """One implementation's layers and mount; remount and rotate keep the layers."""
+
+    def __init__(self, base, name, mount):
+        self.dir = base / name
+        self.lowers = [build_layer(self.dir / "top", TOP), build_layer(self.dir / "bottom", BOTTOM)]
+        self.mnt = self.dir / "mnt"
+        self.mnt.mkdir()
+        self._mount = mount
+        self._count = 0
+        self._stack = contextlib.ExitStack()
+        self._new_upper()
+
+    def _new_upper(self):
+        self._count += 1
+        self.upper, self.work = (self.dir / f"{d}{self._count}" for d in ("upper", "work"))
+        self.upper.mkdir()
+        self.work.mkdir()
+
+    def mount(self):
+        self._stack.enter_context(self._mount(self.lowers, self.upper, self.work, self.mnt))
+
+    def unmount(self):
+        self._stack.close()
+
+    def cycle(self, kind):
+        self.unmount()
+        if kind == "rotate":
+            self.lowers.insert(0, self.upper)
+            self._new_upper()
+        self.mount()
+
+
+def _resolved_redirects(upper) -> dict[str, str]:
+    """Redirected upper dirs → the lower path they name (the kernel writes a bare name
+    for a rename within one directory, relative to the parent's lower path)."""
+    raw = redirects_in(upper)
+
+    def lower_path(rel):
+        if not rel:
+            return ""
+        parent, _, name = rel.rpartition("/")
+        target = raw.get(rel)
+        if target is not None and target.startswith("/"):
+            return target.strip("/")
+        base = lower_path(parent)
+        return f"{base}/{target or name}" if base else (target or name)
+
+    return {rel: lower_path(rel) for rel in raw}
 
 
 def _changes(lowers, upper) -> list[str]:
     return [str(c) for c in changes_module.changes(lowers, upper)]
+
+
+def _upper_shape(upper) -> dict:
+    files = sorted(rel for rel, kind in upper_kinds(upper).items() if kind == "file")
+    return {"redirects": _resolved_redirects(upper), "copied-up files": files}
 
 
 @settings(max_examples=EXAMPLES, deadline=None,
@@ -116,23 +169,39 @@ def _changes(lowers, upper) -> list[str]:
 @given(st.lists(operations, max_size=30))
 # Found by this property: copy-up of a child left the parent's upper mtime changed.
 @example(ops=[("create", "a", b""), ("chown", "a/d", 0, 0)])
+# Directory renames across layers, read back after a remount and after --ov=2's
+# rotation (redirects in the upper and in a lower layer, a redirect renamed again).
+@example(ops=[("rename", "a", "b/c", 0), ("rotate",), ("write", "b/c/d/a", 0, b"x"),
+              ("rename", "b/c/d", "d/b", 0), ("remount",), ("unlink", "d/b/a"),
+              ("rename", "b/c", "c", 0), ("rename", "d", "a", 0), ("mkdir", "d"),
+              ("rotate",), ("rename", "a/b", "b", RENAME_EXCHANGE), ("create", "b/c/b", b"n")])
 def test_same_outcomes_as_the_kernel_overlay(ops):
     note(f"reproducer: ops = {ops!r}")
     base = fresh_base("fsdiff-")
     try:
-        k_lowers, k_upper, k_work, k_mnt = _layers(base, "kernel")
-        f_lowers, f_upper, f_work, f_mnt = _layers(base, "fuse")
-        with contextlib.ExitStack() as stack:
-            stack.enter_context(kernel_overlay(k_lowers, k_upper, k_work, k_mnt,
-                                               redirect_dir=True))
-            stack.enter_context(fuse_overlay(fs_under_test(), f_lowers, f_upper, f_work,
-                                             f_mnt))
+        kernel = _Side(base, "kernel", lambda lowers, upper, work, mnt: kernel_overlay(
+            lowers, upper, work, mnt, redirect_dir=True))
+        fuse = _Side(base, "fuse", lambda lowers, upper, work, mnt: fuse_overlay(
+            fs_under_test(), lowers, upper, work, mnt))
+        try:
+            kernel.mount()
+            fuse.mount()
             for step, op in enumerate(ops):
-                expected, got = apply(k_mnt, op), apply(f_mnt, op)
+                if op[0] in ("remount", "rotate"):
+                    kernel.cycle(op[0])
+                    fuse.cycle(op[0])
+                    continue
+                expected, got = apply(kernel.mnt, op), apply(fuse.mnt, op)
                 assert errno.errorcode.get(got, got) == errno.errorcode.get(expected, expected), \
                     f"step {step} {op!r}: kernel {expected}, under test {got}\nops = {ops!r}"
-            assert snapshot(f_mnt) == snapshot(k_mnt), f"merged trees differ\nops = {ops!r}"
-        assert _changes(f_lowers, f_upper) == _changes(k_lowers, k_upper), \
+            assert snapshot(fuse.mnt) == snapshot(kernel.mnt), \
+                f"merged trees differ\nops = {ops!r}"
+        finally:
+            kernel.unmount()
+            fuse.unmount()
+        assert _changes(fuse.lowers, fuse.upper) == _changes(kernel.lowers, kernel.upper), \
             f"upper changes differ\nops = {ops!r}"
+        assert _upper_shape(fuse.upper) == _upper_shape(kernel.upper), \
+            f"physical uppers differ\nops = {ops!r}"
     finally:
         remove_base(base)

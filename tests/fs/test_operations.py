@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from tests.support.overlay import (KERNEL, RENAME_EXCHANGE, RENAME_NOREPLACE, Dir, File,
-                                   Symlink, Whiteout, renameat2, snapshot, upper_kinds,
+                                   HardLink, Symlink, Whiteout, renameat2, snapshot, upper_kinds,
                                    visible_xattrs, whiteout_in_upper)
 
 
@@ -215,6 +215,17 @@ def test_paths_longer_than_path_max_inside_the_mount_work(union):
             os.close(fd)
 
 # ---------------------------------------------------------------- xattrs, statfs
+
+def test_copied_up_hard_links_show_no_bookkeeping_xattrs(union):
+    # Regression: the index's link count (user.layerbox.remaining, on the inode the
+    # upper names share) was listed through the mount and exported in layers.
+    u = union({"h1": File(b"x"), "h2": HardLink("h1")})
+    with open(u.mnt / "h1", "ab") as f:
+        f.write(b"+")
+    os.link(u.mnt / "h2", u.mnt / "h3")
+    for name in ("h1", "h2", "h3"):
+        assert [n for n in os.listxattr(u.mnt / name) if n.startswith("user.")] == []
+
 
 def test_xattrs_on_merged_entries(union):
     u = union({"f": File(xattrs={"user.a": b"1"}), "d": Dir(opaque="trusted"),

@@ -12,6 +12,7 @@ import pytest
 from overlayfs.changes import changes
 from overlayfs.layer_tar import LayerError, export_layer, unpack_layer
 from tests.layers.treeutil import describe
+from tests.support.overlay import fs_under_test, fuse_overlay, redirects_in
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="mounting the kernel overlay needs root")
 
@@ -122,3 +123,60 @@ def test_oracle_sees_the_container_changes(tmp_path):
         "C /usr", "C /usr/bin", "D /usr/bin/sym", "C /usr/bin/tool", "C /usr/bin/tool2",
         "A /usr/bin/tool3",
         "C /var", "C /var/cache", "D /var/cache/x"]
+
+
+# The container script without its hard links (a separate matter: the kernel copies
+# every name of a changed hard-linked file up on `ln`, we keep them in the index),
+# plus a second move of a directory that was already moved.
+_RENAMES_SCRIPT = CONTAINER_SCRIPT.replace(
+    "echo x >> etc/motd; chmod 600 usr/bin/tool; ln usr/bin/tool2 usr/bin/tool3",
+    "echo x >> etc/motd") + "mv moved/b moved2; mv moved2 new/b\n"
+
+
+def test_our_renamed_directories_diff_and_export_like_the_kernels(tmp_path):
+    """Our mount renames lower directories with a redirect, as the kernel does with
+    redirect_dir=on: diff shows the move (A for the new tree, D for the old name) and
+    the exported layer, which has no redirects, holds the whole moved tree."""
+    lower = tmp_path / "lower"
+    lower.mkdir()
+    _sh(lower, LOWER_SCRIPT)
+    uppers = {}
+    views = {}
+    for name in ("kernel", "ours"):
+        upper = uppers[name] = tmp_path / f"{name}-upper"
+        upper.mkdir()
+        container = Overlay(tmp_path, name)
+        if name == "kernel":
+            container.mount([lower], upper, redirect_dir="on", index="off")
+            unmount = container.umount
+        else:
+            work = container.base / "work"
+            work.mkdir()
+            mount = fuse_overlay(fs_under_test(), [lower], upper, work, container.merged)
+            mount.__enter__()
+            unmount = lambda: mount.__exit__(None, None, None)  # noqa: E731
+        try:
+            _sh(container.merged, _RENAMES_SCRIPT)
+            views[name] = describe(container.merged)
+        finally:
+            unmount()
+    def untimed(tree):  # the two containers ran at different moments
+        return {path: entry[:4] + entry[5:6] + entry[7:] for path, entry in tree.items()}
+
+    assert untimed(views["ours"]) == untimed(views["kernel"])
+    assert redirects_in(uppers["ours"]) == {"moved": "/opt/a", "new/b": "/opt/a/b"}
+    assert not (uppers["ours"] / "new/b/f").exists()  # the children stayed below
+    assert changes([lower], uppers["ours"]) == changes([lower], uppers["kernel"])
+    assert {"A /moved", "A /new/b", "A /new/b/f", "A /new/b/h", "D /opt/a"} <= {
+        str(c) for c in changes([lower], uppers["ours"])}
+
+    data = io.BytesIO()
+    export_layer(uppers["ours"], data, lowers=[lower])
+    layer = tmp_path / "layer"
+    data.seek(0)
+    unpack_layer(data, layer)
+    assert redirects_in(layer) == {}
+    assert (layer / "new/b/f").read_text() == "f\n"
+    actual = _merged_view(Overlay(tmp_path, "check"), [layer, lower])
+    assert untimed(actual) == untimed(views["kernel"])
+    assert _without_inodes(actual) == _without_inodes(views["ours"])

@@ -368,6 +368,25 @@ def upper_kinds(upper) -> dict[str, str]:
     return result
 
 
+def redirects_in(layer) -> dict[str, str]:
+    """Directories of a physical layer that carry an overlay redirect → its target."""
+    result = {}
+    layer = os.fspath(layer)
+    for dirpath, dirnames, _ in os.walk(layer):
+        for name in dirnames:
+            path = os.path.join(dirpath, name)
+            if os.path.islink(path):  # os.walk lists symlinks to directories here
+                continue
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+            try:
+                target = wh.redirect_of_fd(fd)
+            finally:
+                os.close(fd)
+            if target is not None:
+                result[os.path.relpath(path, layer)] = target
+    return result
+
+
 def whiteout_in_upper(upper, rel: str) -> bool:
     parent, name = os.path.split(os.path.join(os.fspath(upper), rel))
     fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY)
