@@ -189,23 +189,17 @@ class WhiteoutWriter:
         os.close(fd)
 
     def mark_opaque_fd(self, dir_fd: int) -> None:
-        if self._trusted_works:
-            try:
-                os.setxattr(dir_fd, TRUSTED_OPAQUE, b"y")
-                return
-            except PermissionError:
-                self._trusted_works = False
-            except OSError as exc:
-                if exc.errno != errno.ENOTSUP:
-                    raise
-                self._trusted_works = False
-        os.setxattr(dir_fd, USER_OPAQUE, b"y")
+        self._set_overlay_xattr(dir_fd, TRUSTED_OPAQUE, USER_OPAQUE, b"y")
 
     def set_redirect_fd(self, dir_fd: int, target: str) -> None:
         """Record that this directory shows the lower directory at TARGET (kernel form)."""
+        self._set_overlay_xattr(dir_fd, *REDIRECT_XATTRS, os.fsencode(target))
+
+    def _set_overlay_xattr(self, dir_fd: int, trusted: str, user: str, value: bytes) -> None:
+        """The trusted.overlay.* form while the upper takes it, else user.overlay.*."""
         if self._trusted_works:
             try:
-                os.setxattr(dir_fd, REDIRECT_XATTRS[0], os.fsencode(target))
+                os.setxattr(dir_fd, trusted, value)
                 return
             except PermissionError:
                 self._trusted_works = False
@@ -213,7 +207,7 @@ class WhiteoutWriter:
                 if exc.errno != errno.ENOTSUP:
                     raise
                 self._trusted_works = False
-        os.setxattr(dir_fd, REDIRECT_XATTRS[1], os.fsencode(target))
+        os.setxattr(dir_fd, user, value)
 
     def set_redirect_at(self, parent_fd: int, name: str, target: str) -> None:
         with near(parent_fd, name) as (parent_fd, name):
