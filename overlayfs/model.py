@@ -210,7 +210,7 @@ class Union(NameChanges, FilesAndMetadata):
                 position += 1
                 rel = absolute if absolute is not None else \
                     self.child_layer_path(parent, name, index)
-                found = self._lstat_in(index, rel, parent, name, position == len(stack))
+                found = self._lstat_in(index, rel, position == len(stack))
                 paths[index] = rel  # also where absent: a new redirect must name it
                 if found is not None:
                     break
@@ -222,7 +222,7 @@ class Union(NameChanges, FilesAndMetadata):
             current = index
         return layers, (paths if moved else None)
 
-    def _lstat_in(self, layer: int, rel: str, parent: Node, name: str, last: bool = False):
+    def _lstat_in(self, layer: int, rel: str, last: bool = False):
         """The entry at REL in LAYER: its stat, False for a whiteout, None if absent.
         With LAST (no layer below to hide), an absent entry is None unexamined."""
         fd = self._fds[layer]
@@ -232,8 +232,8 @@ class Union(NameChanges, FilesAndMetadata):
             if last:
                 return None
             try:
-                _lstat(fd, child_path(rel.rpartition("/")[0], wh.whiteout_file_name(
-                    rel.rpartition("/")[2])))
+                head, _, tail = rel.rpartition("/")
+                _lstat(fd, child_path(head, wh.whiteout_file_name(tail)))
             except OSError:
                 return None
             return False
@@ -249,7 +249,7 @@ class Union(NameChanges, FilesAndMetadata):
         bottom = layers[-1]
         for layer in layers:
             rel = self.child_layer_path(parent, name, layer)
-            found = self._lstat_in(layer, rel, parent, name, layer == bottom)
+            found = self._lstat_in(layer, rel, layer == bottom)
             if found is None:
                 continue
             if found is False:

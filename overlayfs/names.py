@@ -26,7 +26,7 @@ class NameChanges:
             if layer == 0:
                 continue
             rel = self.child_layer_path(parent, name, layer)
-            found = self._lstat_in(layer, rel, parent, name)
+            found = self._lstat_in(layer, rel)
             if found is None:
                 continue
             return found is not False
