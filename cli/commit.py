@@ -71,7 +71,7 @@ def export_upper(store, container):
     try:
         return store.produce_layer(
             lambda sink: export_layer(container.dir / "upper", sink, lowers=lowers),
-            parent=image.layers[-1] if image.layers else None)
+            parent=image.layers[-1] if image.layers else None, lazy=True)
     except LayerError as exc:
         raise _export_error(exc, LayerError) from None
 

@@ -11,7 +11,9 @@ Layout of a store root (``--root``, ``$LAYERBOX_ROOT``, default ``/var/lib/layer
     oci/blobs/sha256/HEX    manifests (OCI media types), configs, layer blobs (gzip by
                             default, zstd on request); content-addressed, never modified
     layers/CHAINHEX/diff    each layer unpacked once (whiteouts in overlay form), shared by
-                            every image whose chain contains it; removed with its last user
+                            every image whose chain contains it; removed with its last user.
+                            A layer made by commit or a build's RUN gets its dir from its
+                            blob on first use (Store.layer_dirs), not when it is written
     containers/ID/          owned by cli/containers.py
     tmp/PID-RANDOM.*        temp blobs, half-unpacked layers, trash; a dead PID's entries
                             are removed by the next Store.open()
@@ -25,7 +27,8 @@ into the layout by other tools are not picked up; bring them in with ``layerbox 
 Database tables (``layerbox.db``)::
 
     layers(chain_id PK, diff_id, parent, size, tar_size, created)
-        an unpacked dir exists for every row; size = Docker's layer size (bytes of files)
+        the unpacked dir exists, or is made from an image's blob of the layer on first
+        use; size = Docker's layer size (bytes of files), known either way
     images(id PK = "sha256:"+config digest hex, manifest_digest, manifest_size,
            manifest_media_type, config_size, created, size, added)
     image_layers(image_id, position, chain_id, digest, size, media_type)
@@ -38,7 +41,8 @@ Database tables (``layerbox.db``)::
         collection skips leased keys; leases of dead pids are dropped on open
 
 Crash safety: blobs are written to ``tmp/``, fsynced and renamed to their digest; a layer
-is unpacked into ``tmp/`` and renamed to ``layers/`` after syncfs; database rows appear
+is unpacked into ``tmp/`` and renamed to ``layers/`` after syncfs (on first use: under
+a flock of ``layers/``, so concurrent first uses unpack once); database rows appear
 only after the files they name, and index.json only lists committed images. A killed
 writer leaves only ``tmp/`` entries and leases, which the next run cleans up. Reading a
 blob for unpacking verifies its digest (and the diff_id of its uncompressed content).

@@ -30,9 +30,21 @@ def check_store(store: Store) -> list[str]:
         referenced: set[str] = set()
         for image in conn.execute("SELECT * FROM images").fetchall():
             problems += _check_image(store, conn, image, referenced)
+        used = {r[0] for r in conn.execute("SELECT DISTINCT chain_id FROM image_layers")}
+        mounted = {r[0] for r in conn.execute(
+            "SELECT DISTINCT il.chain_id FROM image_layers il JOIN containers c "
+            "ON c.image_id = il.image_id")}
         for row in conn.execute("SELECT chain_id FROM layers"):
-            if not store.layer_path(row[0]).is_dir():
-                problems.append(f"layer {row[0]}: directory {store.layer_path(row[0])} is missing")
+            # A layer not unpacked yet (commit, build) is made from its blob on first use,
+            # fine while an image names it (its blob is checked below) or a writer holds
+            # it; but creating a container made its dirs, so there one missing is damage.
+            if store.layer_path(row[0]).is_dir():
+                continue
+            if row[0] in mounted:
+                problems.append(f"layer {row[0]}: directory {store.layer_path(row[0])} is "
+                                "missing (a container uses it)")
+            elif row[0] not in used and not lease_held(conn, "layer", row[0]):
+                problems.append(f"layer {row[0]}: not unpacked, and no image has a blob of it")
         known = {hex_of(r[0]) for r in conn.execute("SELECT chain_id FROM layers")}
         for entry in sorted(os.listdir(store.layers_dir)):
             if entry not in known and not lease_held(conn, "layer", "sha256:" + entry):

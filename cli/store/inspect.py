@@ -49,7 +49,7 @@ def inspect_image(store: Store, image: Image) -> dict:
         "Os": config.get("os", ""),
         "Size": row["size"] if row else 0,
         "GraphDriver": {"Name": "layerbox", "Data": {
-            "LowerDir": ":".join(str(p) for p in store.layer_dirs(image))}},
+            "LowerDir": ":".join(str(p) for p in store.layer_paths(image))}},
         "RootFS": {"Type": "layers", "Layers": [layer.diff_id for layer in image.layers]},
         "Metadata": {"LastTagTime": last_tag or ZERO_TIME},
     }

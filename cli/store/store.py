@@ -238,28 +238,38 @@ class Store:
         return self.produce_layer(copy, compression=compression, parent=parent)
 
     def produce_layer(self, produce: Callable[[_PlainSink], None], *,
-                      compression: str = "gzip", parent: Layer | None = None) -> Layer:
+                      compression: str = "gzip", parent: Layer | None = None,
+                      lazy: bool = False) -> Layer:
         """Store the uncompressed layer tar that PRODUCE writes to the sink it is given.
 
-        The tar is hashed (its diff_id), compressed and unpacked into a temp dir (later
-        ``layers/<chainid>/diff``) as it is written, never held whole in memory; the
-        blob is not read back. PARENT (the layer below, if
-        any) makes the chain id right at once; without it :meth:`create_image` re-homes
-        the layer.
+        The tar is hashed (its diff_id) and compressed as it is written, never held
+        whole in memory; the blob is not read back. Without LAZY it is also unpacked
+        into a temp dir (later ``layers/<chainid>/diff``) as it comes. With LAZY (commit,
+        a build's RUN: tars our own exporter wrote) only its headers are read
+        (:mod:`cli.store.scan`: that it unpacks, and its size) and the dir is made from
+        the blob on first use (:meth:`layer_dirs`); a tar the scan cannot vouch for is
+        unpacked from the blob at once. PARENT (the layer below, if any) makes the
+        chain id right at once; without it :meth:`create_image` re-homes the layer.
         """
         from cli.store.compress import compressor
-        from cli.store.unpack import ConcurrentUnpack
 
         if compression not in COMPRESSION_MEDIA_TYPES:
             raise StoreError(f"unknown compression: {compression} (use gzip, zstd or none)")
         tmp = temp_name(self.tmp_dir, ".blob")
-        unpacked = ConcurrentUnpack(self.tmp_dir)
+        if lazy:
+            from cli.store.scan import LayerScan
+            unpacked, scan = None, LayerScan()
+            tee = scan.feed
+        else:
+            from cli.store.unpack import ConcurrentUnpack
+            unpacked, scan = ConcurrentUnpack(self.tmp_dir), None
+            tee = unpacked.feed
         try:
             with open(tmp, "wb") as f:
                 out = HashingWriter(f)
                 packer = compressor(compression, out.write)
                 try:
-                    sink = _PlainSink(packer, unpacked.feed)
+                    sink = _PlainSink(packer, tee)
                     produce(sink)
                     sink.flush()
                     packer.close()
@@ -268,13 +278,22 @@ class Store:
                     raise
                 f.flush()
                 os.fsync(f.fileno())
-            unpacked.finish()
+            if unpacked is not None:
+                unpacked.finish()
         except BaseException:
             tmp.unlink(missing_ok=True)
-            unpacked.discard()
+            if unpacked is not None:
+                unpacked.discard()
             raise
+        deferred = None
+        if scan is not None:
+            scan.finish()
+            if scan.plain:
+                deferred = (scan.size, sink.size)
+            else:
+                log.debug("layer %s: not a plain tar, unpacked now", sink.diff_id)
         return self._add_layer_blob(tmp, out.digest, out.size, COMPRESSION_MEDIA_TYPES[compression],
-                                    sink.diff_id, parent, unpacked=unpacked)
+                                    sink.diff_id, parent, unpacked=unpacked, deferred=deferred)
 
     def put_layer_blob(self, stream: BinaryIO, *, media_type: str, diff_id: str,
                        parent: Layer | None = None, digest: str | None = None) -> Layer:
@@ -299,7 +318,11 @@ class Store:
         return self._add_layer_blob(tmp, out.digest, out.size, media_type, diff_id, parent)
 
     def _add_layer_blob(self, tmp: Path, digest: str, size: int, media_type: str,
-                        diff_id: str, parent: Layer | None, unpacked=None) -> Layer:
+                        diff_id: str, parent: Layer | None, unpacked=None,
+                        deferred: tuple[int, int] | None = None) -> Layer:
+        """Commit the blob at TMP and the layer's row; its dir is UNPACKED (moved into
+        place), or unpacked from the blob now, or with DEFERRED = (size, tar size) left
+        for the first use."""
         chain = chain_id(parent.chain_id if parent else None, diff_id)
         try:
             # Leases first: from here on a concurrent rmi will not collect these.
@@ -314,21 +337,32 @@ class Store:
             raise
         finally:
             tmp.unlink(missing_ok=True)
-        self._ensure_unpacked(chain, diff_id, parent.chain_id if parent else None, digest,
-                              unpacked=unpacked)
+        parent_chain = parent.chain_id if parent else None
+        if deferred is not None:
+            self._insert_layer_row(chain, diff_id, parent_chain, *deferred)
+        else:
+            self._ensure_unpacked(chain, diff_id, parent_chain, digest, unpacked=unpacked)
         return Layer(digest=digest, size=size, diff_id=diff_id, media_type=media_type,
                      chain_id=chain)
 
+    def _insert_layer_row(self, chain: str, diff_id: str, parent_chain: str | None,
+                          size: int, tar_size: int) -> None:
+        with self.transaction() as conn:
+            conn.execute("INSERT OR IGNORE INTO layers(chain_id, diff_id, parent, size, "
+                         "tar_size, created) VALUES (?, ?, ?, ?, ?, ?)",
+                         (chain, diff_id, parent_chain, size, tar_size, now_rfc3339()))
+
     def _ensure_unpacked(self, chain: str, diff_id: str, parent_chain: str | None,
                          digest: str, unpacked=None) -> None:
-        """Unpack blob DIGEST into layers/<chain>/diff unless that is already done.
+        """Unpack blob DIGEST into layers/<chain>/diff unless the layer is known already
+        (unpacked, or left for its first use: :meth:`layer_dirs`).
 
         UNPACKED (a finished ``ConcurrentUnpack`` of this very layer) is moved into
         place instead of unpacking the blob again.
         """
         row = self.conn.execute("SELECT 1 FROM layers WHERE chain_id=?", (chain,)).fetchone()
         final = self.layers_dir / hex_of(chain)
-        if row and (final / "diff").is_dir():
+        if row:
             if unpacked is not None:
                 unpacked.discard()
             return
@@ -342,8 +376,6 @@ class Store:
                 tar_size = self._unpack_blob(work, diff_id, digest)
             size = _disk_usage(work / "diff")
             # unpack_layer synced the content and fsynced work/ after naming diff/.
-            if row and final.exists():  # a row without its dir: recreate the dir
-                shutil.rmtree(final)
             try:
                 os.rename(work, final)
             except OSError as exc:
@@ -352,10 +384,7 @@ class Store:
                 log.debug("layer %s was unpacked concurrently", chain)
             else:
                 fsync_dir(self.layers_dir)
-            with self.transaction() as conn:
-                conn.execute("INSERT OR IGNORE INTO layers(chain_id, diff_id, parent, size, "
-                             "tar_size, created) VALUES (?, ?, ?, ?, ?, ?)",
-                             (chain, diff_id, parent_chain, size, tar_size, now_rfc3339()))
+            self._insert_layer_row(chain, diff_id, parent_chain, size, tar_size)
         finally:
             if work.exists():
                 shutil.rmtree(work, ignore_errors=True)
@@ -392,13 +421,67 @@ class Store:
             return None
         self._lease("layer", chain)
         self._lease("blob", row["digest"])
-        if not self.blobs.exists(row["digest"]) or not self.layer_path(chain).is_dir():
+        if not self.blobs.exists(row["digest"]):   # its dir may not be made yet: fine
             return None
         return Layer(row["digest"], row["size"], row["diff_id"], row["media_type"], chain)
 
     def layer_dirs(self, image: Image) -> list[Path]:
-        """The unpacked layer dirs of IMAGE, TOP FIRST (as overlay's lowerdir wants them)."""
+        """The unpacked layer dirs of IMAGE, TOP FIRST (as overlay's lowerdir wants them),
+        each made from its blob first if it is not there yet (:meth:`materialize`).
+
+        The one place that hands out layer dirs to be read: mounts (run, create, start,
+        cp, export), diff, commit and build all come here."""
+        for layer in image.layers:
+            if not self.layer_path(layer.chain_id).is_dir():
+                self.materialize(layer)
+        return self.layer_paths(image)
+
+    def layer_paths(self, image: Image) -> list[Path]:
+        """Where IMAGE's layer dirs are or will be, TOP FIRST, without making them (inspect)."""
         return [self.layer_path(layer.chain_id) for layer in reversed(image.layers)]
+
+    def materialize(self, layer: Layer) -> None:
+        """Make layers/<chain>/diff from LAYER's blob, if it is not there yet.
+
+        Under an exclusive flock of ``layers/``, so two first uses unpack once (the
+        second waits, then finds the dir); the unpack goes to ``tmp/`` and is renamed
+        into place whole, so a reader never sees half a layer and a killed unpacker
+        leaves only a tmp entry. A lease keeps a concurrent rmi from collecting the
+        layer meanwhile (then it is collected when this process lets go). The blob's
+        digest and the diff_id of its content are verified on the way: a damaged blob
+        is a one-line StoreError and nothing is left behind.
+        """
+        import fcntl
+        final = self.layers_dir / hex_of(layer.chain_id)
+        lock = os.open(self.layers_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if (final / "diff").is_dir():
+                return
+            with self.transaction() as conn:
+                row = conn.execute("SELECT diff_id FROM layers WHERE chain_id=?",
+                                   (layer.chain_id,)).fetchone()
+                if row is None:
+                    raise StoreError(f"layer {layer.chain_id} is not in the store")
+                for kind, key in (("blob", layer.digest), ("layer", layer.chain_id)):
+                    conn.execute("INSERT OR IGNORE INTO leases(kind, key, pid) VALUES (?, ?, ?)",
+                                 (kind, key, os.getpid()))
+            work = temp_name(self.tmp_dir, ".layer")
+            work.mkdir()
+            try:
+                self._unpack_blob(work, row["diff_id"], layer.digest)
+                try:
+                    os.rename(work, final)
+                except OSError as exc:   # an eager unpack (load) of it got there first
+                    if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                        raise
+                else:
+                    fsync_dir(self.layers_dir)
+            finally:
+                if work.exists():
+                    shutil.rmtree(work, ignore_errors=True)
+        finally:
+            os.close(lock)   # releases the flock
 
     # -- images ---------------------------------------------------------------------
 
@@ -468,7 +551,13 @@ class Store:
             chain = chain_id(parent, layer.diff_id)
             if chain != layer.chain_id:
                 self._lease("layer", chain)
-                self._ensure_unpacked(chain, layer.diff_id, parent, layer.digest)
+                row = self.conn.execute("SELECT size, tar_size FROM layers WHERE chain_id=?",
+                                        (layer.chain_id,)).fetchone()
+                if row is not None:   # same diff_id, same content: its dir comes on first use
+                    self._insert_layer_row(chain, layer.diff_id, parent, row["size"],
+                                           row["tar_size"])
+                else:
+                    self._ensure_unpacked(chain, layer.diff_id, parent, layer.digest)
                 layer = Layer(layer.digest, layer.size, layer.diff_id, layer.media_type, chain)
             fixed.append(layer)
             parent = chain
@@ -569,6 +658,7 @@ class _PlainSink:
         import hashlib
         self._hash = hashlib.sha256()
         self._buffer = bytearray()
+        self.size = 0
 
     def write(self, data) -> int:
         self._buffer += data
@@ -581,6 +671,7 @@ class _PlainSink:
             piece = bytes(self._buffer)
             self._buffer.clear()
             self._hash.update(piece)
+            self.size += len(piece)
             self._packer.write(piece)
             self._tee(piece)
 

@@ -146,6 +146,9 @@ def test_corrupt_stored_blob_is_detected(busybox_root, tmp_path):
 
 def test_check_reports_database_file_mismatches(busybox_root):
     import shutil
+    # A container made the layer's dir; without one, a missing dir is only "not unpacked
+    # yet" (it is made from the blob on first use: tests/store/test_lazy_layers.py).
+    created = layerbox(busybox_root, "create", "busybox", "true")
     [layer_dir] = (busybox_root / "layers").iterdir()
     shutil.rmtree(layer_dir)
     (busybox_root / "layers" / ("0" * 64)).mkdir()
@@ -154,3 +157,4 @@ def test_check_reports_database_file_mismatches(busybox_root):
     lines = check.stdout.splitlines()
     assert any("is missing" in line for line in lines)
     assert any("is not in the database" in line for line in lines)
+    layerbox(busybox_root, "rm", created.stdout.strip())
