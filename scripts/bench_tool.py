@@ -34,7 +34,10 @@ PYLIB = "usr/lib/python3.11"
 #: The issue's targets for layerbox (seconds).
 TARGETS = {"run --rm IMAGE true": 0.20, "diff 1k": 0.06, "diff 20k": 0.40,
            "commit 1k": 0.32, "commit 20k": 2.5, "build cold": 5.15, "build cached": 0.5,
-           "images": 0.1, "image inspect": 0.1, "history": 0.1}
+           "images": 0.1, "image inspect": 0.1, "history": 0.1,
+           # Not the issue's: the first run of a just-committed image. Layerbox makes a
+           # committed layer's dir on first use, so part of commit's work moved here.
+           "first run 1k": None, "first run 20k": None}
 ROWS = list(TARGETS)
 BUILD_SCRIPT = ("mkdir /out && i=0 && while [ $i -lt 1000 ]; do echo \"file $i\" > /out/f$i; "
                 "i=$((i+1)); done")
@@ -204,6 +207,16 @@ def workloads(tool: Tool, ctx: Path, rows: list[str]):
             return t
         return go
 
+    def first_run(label):
+        def go():
+            tool.cmd("commit", *tool.commit_opts, "-a", "bench", "-m", "bench", f"c{label}",
+                     f"bc{label}")
+            t = tool.timed("run", *tool.run_opts, "--rm", "--network", "none", f"bc{label}",
+                           "true")
+            tool.cmd("rmi", f"bc{label}")
+            return t
+        return go
+
     def build(cold):
         def go():
             flags = ["--no-cache"] if cold else []
@@ -224,6 +237,8 @@ def workloads(tool: Tool, ctx: Path, rows: list[str]):
         "images": lambda: tool.timed("images"),
         "image inspect": lambda: tool.timed("image", "inspect", "bench-base"),
         "history": lambda: tool.timed("history", "bench-base"),
+        "first run 1k": first_run("1k"),
+        "first run 20k": first_run("20k"),
     }
     return [(row, table[row]) for row in rows]
 
@@ -310,11 +325,13 @@ def report(times, rss, impls, rows) -> None:
     for row in rows:
         med = {i: statistics.median(times[(row, i)]) for i in impls}
         cells = [row] + [f"{med[i]:.3f}" for i in impls]
+        target = TARGETS[row]
         if "layerbox" in impls:
             cells += [f"{med['layerbox'] / med[o]:.2f}" for o in others]
-            cells += [f"{TARGETS[row]:.2f}", "yes" if med["layerbox"] <= TARGETS[row] else "no"]
+            cells += ["" if target is None else f"{target:.2f}",
+                      "" if target is None else "yes" if med["layerbox"] <= target else "no"]
         else:
-            cells += [f"{TARGETS[row]:.2f}", ""]
+            cells += ["" if target is None else f"{target:.2f}", ""]
         print("| " + " | ".join(cells) + " |")
     if rss:
         print("\n`commit` of the 20k container, peak RSS (MB) / CPU user+sys (s): "

@@ -35,6 +35,16 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def file_digest(path) -> str:
+    """The sha256 digest of the file at PATH, read in CHUNK pieces."""
+    import hashlib
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+    return "sha256:" + h.hexdigest()
+
+
 #: Below this size sha256_digest uses CPython's own SHA-256, not OpenSSL's.
 SMALL_BLOB = 64 << 10
 

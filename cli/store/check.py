@@ -5,23 +5,14 @@ Returns problems as one-line strings; an empty list means the store is consisten
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 
-from cli.store.blobs import CHUNK
+from cli.store.blobs import file_digest
 from cli.store.gc import lease_held
 from cli.store.layout import ref_name
 from cli.store.model import REF_NAME_ANNOTATION, chain_id, hex_of
 from cli.store.store import Store
-
-
-def _file_digest(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
-    return "sha256:" + h.hexdigest()
 
 
 def check_store(store: Store) -> list[str]:
@@ -97,7 +88,7 @@ def _check_blobs(store, conn, referenced: set[str]) -> list[str]:
         digest = "sha256:" + name
         present.add(digest)
         path = store.blobs.dir / name
-        actual = _file_digest(path)
+        actual = file_digest(path)
         if actual != digest:
             problems.append(f"blob {digest}: content hashes to {actual}")
         elif digest not in referenced and not lease_held(conn, "blob", digest):

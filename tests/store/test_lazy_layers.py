@@ -51,9 +51,10 @@ def test_commit_stores_the_blob_and_first_use_makes_the_dir(busybox_root):
     assert _new_layer_dirs(busybox_root, before) == []        # not unpacked by commit
     assert_clean(busybox_root)                                # system check: fine so
     shown = [layerbox(busybox_root, *args).stdout for args in (
-        ["images", "--format", "{{.Size}}", "lazy:1"], ["history", "lazy:1"],
-        ["system", "df"], ["image", "inspect", "--format", "{{.Size}} {{.GraphDriver}}",
-                           "lazy:1"])]
+        ["images", "--format", "{{.Size}}", "lazy:1"],
+        ["history", "--format", "{{.Size}}", "lazy:1"],
+        ["history", "-H=false", "--format", "{{.Size}}", "lazy:1"], ["system", "df"],
+        ["image", "inspect", "--format", "{{.Size}} {{.GraphDriver}}", "lazy:1"])]
     size = _size_of(busybox_root, image)
 
     cid = layerbox(busybox_root, "create", "lazy:1", "true").stdout.strip()
@@ -70,9 +71,10 @@ def test_commit_stores_the_blob_and_first_use_makes_the_dir(busybox_root):
     assert _size_of(busybox_root, image) == size
     layerbox(busybox_root, "rm", cid)
     assert [layerbox(busybox_root, *args).stdout for args in (
-        ["images", "--format", "{{.Size}}", "lazy:1"], ["history", "lazy:1"],
-        ["system", "df"], ["image", "inspect", "--format", "{{.Size}} {{.GraphDriver}}",
-                           "lazy:1"])] == shown
+        ["images", "--format", "{{.Size}}", "lazy:1"],
+        ["history", "--format", "{{.Size}}", "lazy:1"],
+        ["history", "-H=false", "--format", "{{.Size}}", "lazy:1"], ["system", "df"],
+        ["image", "inspect", "--format", "{{.Size}} {{.GraphDriver}}", "lazy:1"])] == shown
     assert_clean(busybox_root)
 
 
