@@ -4,7 +4,7 @@ A layer made by ``commit`` (or a build's RUN) is stored as a blob only; its
 ``layers/<chain>/diff`` dir is made from the blob on first use (``Store.layer_dirs``).
 The store still needs, at once, what unpacking would have told it: that the tar
 unpacks at all (``unpack_layer`` refuses some tars, and a commit must fail at commit
-time, not at the first ``run``), and Docker's layer size (``_disk_usage`` of the
+time, not at the first ``run``), and Docker's layer size (``unpack.disk_usage`` of the
 unpacked dir: ``images`` SIZE, ``history``, ``system df``).
 
 :class:`LayerScan` reads only the tar headers (data is skipped by arithmetic) and

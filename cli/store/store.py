@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import io
 import json
 import logging
 import os
 import shutil
 import sqlite3
-import zlib
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
@@ -37,50 +35,6 @@ log = logging.getLogger(__name__)
 
 def now_rfc3339() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
-class _DiffHasher(io.RawIOBase):
-    """Passes an uncompressed layer stream through, computing its diff_id and length."""
-
-    def __init__(self, raw: BinaryIO):
-        super().__init__()
-        self._raw = raw
-        import hashlib
-        self._hash = hashlib.sha256()
-        self.size = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer) -> int:
-        data = self._raw.read(len(buffer))
-        n = len(data)
-        buffer[:n] = data
-        self._hash.update(data)
-        self.size += n
-        return n
-
-    def drain(self) -> None:
-        while self.read(CHUNK):
-            pass
-
-    @property
-    def digest(self) -> str:
-        return "sha256:" + self._hash.hexdigest()
-
-
-def _disk_usage(path: Path) -> int:
-    """Docker's layer size: st_size of every non-directory entry, hard links counted once."""
-    total, seen = 0, set()
-    for dirpath, dirnames, filenames in os.walk(path):
-        for name in filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
-            st = os.lstat(os.path.join(dirpath, name))
-            if st.st_nlink > 1:
-                if (st.st_dev, st.st_ino) in seen:
-                    continue
-                seen.add((st.st_dev, st.st_ino))
-            total += st.st_size
-    return total
 
 
 def _pid_alive(pid: int) -> bool:
@@ -360,6 +314,7 @@ class Store:
         UNPACKED (a finished ``ConcurrentUnpack`` of this very layer) is moved into
         place instead of unpacking the blob again.
         """
+        from cli.store.unpack import disk_usage, unpack_blob
         row = self.conn.execute("SELECT 1 FROM layers WHERE chain_id=?", (chain,)).fetchone()
         final = self.layers_dir / hex_of(chain)
         if row:
@@ -373,8 +328,8 @@ class Store:
             work.mkdir()
         try:
             if unpacked is None:
-                tar_size = self._unpack_blob(work, diff_id, digest)
-            size = _disk_usage(work / "diff")
+                tar_size = unpack_blob(self, work, diff_id, digest)
+            size = disk_usage(work / "diff")
             # unpack_layer synced the content and fsynced work/ after naming diff/.
             try:
                 os.rename(work, final)
@@ -388,34 +343,6 @@ class Store:
         finally:
             if work.exists():
                 shutil.rmtree(work, ignore_errors=True)
-
-    def _unpack_blob(self, work: Path, diff_id: str, digest: str) -> int:
-        """Unpack blob DIGEST into WORK/diff, checking its digest and DIFF_ID; the tar size."""
-        from isal import igzip, isal_zlib
-
-        from overlayfs.layer_tar import LayerError, open_decompressed, unpack_layer
-
-        with self.blobs.open_verified(digest) as raw:
-            buffered = io.BufferedReader(raw, CHUNK)
-            # ISA-L inflates 2-3 x faster than zlib (a first run of a committed image
-            # waits for this); unpack_layer then sees a plain tar.
-            if buffered.peek(2)[:2] == b"\x1f\x8b":
-                stream = igzip.GzipFile(fileobj=buffered, mode="rb")
-            else:
-                stream = open_decompressed(buffered)
-            plain = _DiffHasher(stream)
-            try:
-                unpack_layer(plain, work / "diff")
-                plain.drain()
-                raw.verify_rest()
-            except (LayerError, EOFError, OSError, zlib.error, isal_zlib.error) as exc:
-                if isinstance(exc, BlobCorrupt):
-                    raise
-                raise StoreError(f"layer {diff_id}: {exc}") from None
-        if plain.digest != diff_id:
-            raise BlobCorrupt(f"layer {digest}: uncompressed content is {plain.digest}, "
-                              f"the image config says {diff_id}")
-        return plain.size
 
     def find_layer(self, chain: str) -> Layer | None:
         """A stored layer with this chain id (and a blob), leased for the caller; else None.
@@ -445,64 +372,14 @@ class Store:
                 self.materialize(layer)
         return self.layer_paths(image)
 
+    def materialize(self, layer: Layer) -> None:
+        """Make LAYER's dir from its blob if it is not there yet (:func:`unpack.materialize`)."""
+        from cli.store.unpack import materialize
+        materialize(self, layer)
+
     def layer_paths(self, image: Image) -> list[Path]:
         """Where IMAGE's layer dirs are or will be, TOP FIRST, without making them (inspect)."""
         return [self.layer_path(layer.chain_id) for layer in reversed(image.layers)]
-
-    def materialize(self, layer: Layer) -> None:
-        """Make layers/<chain>/diff from LAYER's blob, if it is not there yet.
-
-        Under an exclusive flock of ``layers/``, so two first uses unpack once (the
-        second waits, then finds the dir); the unpack goes to ``tmp/`` and is renamed
-        into place whole, so a reader never sees half a layer and a killed unpacker
-        leaves only a tmp entry. A lease keeps a concurrent rmi from collecting the
-        layer meanwhile (then it is collected when this process lets go). The blob's
-        digest and the diff_id of its content are verified on the way: a damaged blob
-        is a one-line StoreError and nothing is left behind.
-        """
-        import fcntl
-        final = self.layers_dir / hex_of(layer.chain_id)
-        lock = os.open(self.layers_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if (final / "diff").is_dir():
-                return
-            with self.transaction() as conn:
-                row = conn.execute("SELECT diff_id FROM layers WHERE chain_id=?",
-                                   (layer.chain_id,)).fetchone()
-                if row is None:
-                    raise StoreError(f"layer {layer.chain_id} is not in the store")
-                for kind, key in (("blob", layer.digest), ("layer", layer.chain_id)):
-                    conn.execute("INSERT OR IGNORE INTO leases(kind, key, pid) VALUES (?, ?, ?)",
-                                 (kind, key, os.getpid()))
-            work = temp_name(self.tmp_dir, ".layer")
-            work.mkdir()
-            try:
-                try:
-                    self._unpack_blob(work, row["diff_id"], layer.digest)
-                except StoreError as exc:
-                    # Damage in the middle of a blob shows as bad deflate data before
-                    # the digest is known: say which it is.
-                    if not isinstance(exc, BlobCorrupt) and self.blobs.exists(layer.digest):
-                        from cli.store.blobs import file_digest
-                        actual = file_digest(self.blobs.path(layer.digest))
-                        if actual != layer.digest:
-                            raise BlobCorrupt(f"blob {layer.digest} of layer {layer.chain_id} "
-                                              f"is damaged (its content hashes to {actual})"
-                                              ) from None
-                    raise
-                try:
-                    os.rename(work, final)
-                except OSError as exc:   # an eager unpack (load) of it got there first
-                    if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
-                        raise
-                else:
-                    fsync_dir(self.layers_dir)
-            finally:
-                if work.exists():
-                    shutil.rmtree(work, ignore_errors=True)
-        finally:
-            os.close(lock)   # releases the flock
 
     # -- images ---------------------------------------------------------------------
 

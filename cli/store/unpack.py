@@ -1,24 +1,38 @@
-"""Unpacking a new layer while it is being written (commit, build).
+"""Unpacking layers into ``layers/<chain>/diff``: from a blob, on first use, or while
+a layer is being written.
 
-A layer made here (``Store.produce_layer``) is needed twice: as a compressed blob and
-unpacked in ``layers/<chain>/diff``. Unpacking it afterwards meant decompressing and
-hashing the blob again and creating every file only once the blob was done; instead the
-uncompressed tar goes through a pipe to a thread that applies it as it comes, so file
-creation overlaps the export and compression and no byte is decompressed or re-hashed.
-The pipe keeps memory bounded: a slow unpacker makes the producer wait.
+From a blob (:func:`unpack_blob`): load, pull, and the first use of a layer that commit
+or a build's RUN stored as a blob only (:func:`materialize`, called by
+``Store.layer_dirs``). The blob's digest and its content's diff_id are checked on the way.
+
+While it is written (:class:`ConcurrentUnpack`, import and a build's COPY: layers that
+are used at once): unpacking afterwards would mean decompressing and hashing the blob
+again, so the uncompressed tar goes through a pipe to a thread that applies it as it
+comes. The pipe keeps memory bounded: a slow unpacker makes the producer wait.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
+import io
 import os
 import shutil
 import threading
+import zlib
 from pathlib import Path
 
-from cli.store.blobs import CHUNK, temp_name
-from cli.store.errors import StoreError
+from cli.store.blobs import CHUNK, file_digest, fsync_dir, temp_name
+from cli.store.errors import BlobCorrupt, StoreError
+from cli.store.model import hex_of
+
+# Names for annotations only.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import BinaryIO
+
+    from cli.store.model import Layer
 
 #: fcntl's F_SETPIPE_SZ (Linux): a 1 MiB pipe carries one sink chunk per write.
 _F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
@@ -76,3 +90,129 @@ class ConcurrentUnpack:
         if self._write_fd >= 0:
             os.close(self._write_fd)
             self._write_fd = -1
+
+
+class _DiffHasher(io.RawIOBase):
+    """Passes an uncompressed layer stream through, computing its diff_id and length."""
+
+    def __init__(self, raw: BinaryIO):
+        super().__init__()
+        self._raw = raw
+        import hashlib
+        self._hash = hashlib.sha256()
+        self.size = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        data = self._raw.read(len(buffer))
+        n = len(data)
+        buffer[:n] = data
+        self._hash.update(data)
+        self.size += n
+        return n
+
+    def drain(self) -> None:
+        while self.read(CHUNK):
+            pass
+
+    @property
+    def digest(self) -> str:
+        return "sha256:" + self._hash.hexdigest()
+
+
+def disk_usage(path: Path) -> int:
+    """Docker's layer size: st_size of every non-directory entry, hard links counted once."""
+    total, seen = 0, set()
+    for dirpath, dirnames, filenames in os.walk(path):
+        for name in filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
+            st = os.lstat(os.path.join(dirpath, name))
+            if st.st_nlink > 1:
+                if (st.st_dev, st.st_ino) in seen:
+                    continue
+                seen.add((st.st_dev, st.st_ino))
+            total += st.st_size
+    return total
+
+
+def unpack_blob(store, work: Path, diff_id: str, digest: str) -> int:
+    """Unpack blob DIGEST into WORK/diff, checking its digest and DIFF_ID; the tar size."""
+    from isal import igzip, isal_zlib
+
+    from overlayfs.layer_tar import LayerError, open_decompressed, unpack_layer
+
+    with store.blobs.open_verified(digest) as raw:
+        buffered = io.BufferedReader(raw, CHUNK)
+        # ISA-L inflates 2-3 x faster than zlib (a first run of a committed image waits
+        # for this); unpack_layer then sees a plain tar.
+        if buffered.peek(2)[:2] == b"\x1f\x8b":
+            stream = igzip.GzipFile(fileobj=buffered, mode="rb")
+        else:
+            stream = open_decompressed(buffered)
+        plain = _DiffHasher(stream)
+        try:
+            unpack_layer(plain, work / "diff")
+            plain.drain()
+            raw.verify_rest()
+        except (LayerError, EOFError, OSError, zlib.error, isal_zlib.error) as exc:
+            if isinstance(exc, BlobCorrupt):
+                raise
+            raise StoreError(f"layer {diff_id}: {exc}") from None
+    if plain.digest != diff_id:
+        raise BlobCorrupt(f"layer {digest}: uncompressed content is {plain.digest}, "
+                          f"the image config says {diff_id}")
+    return plain.size
+
+
+def materialize(store, layer: Layer) -> None:
+    """Make layers/<chain>/diff from LAYER's blob, if it is not there yet.
+
+    Under an exclusive flock of ``layers/``, so two first uses unpack once (the second
+    waits, then finds the dir); the unpack goes to ``tmp/`` and is renamed into place
+    whole, so a reader never sees half a layer and a killed unpacker leaves only a tmp
+    entry (removed by the next ``Store.open``). A lease keeps a concurrent rmi from
+    collecting the layer meanwhile (it is collected when this process lets go). The
+    blob's digest and the diff_id of its content are verified on the way: a damaged blob
+    is a one-line StoreError and nothing is left behind.
+    """
+    final = store.layers_dir / hex_of(layer.chain_id)
+    lock = os.open(store.layers_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (final / "diff").is_dir():
+            return
+        with store.transaction() as conn:
+            row = conn.execute("SELECT diff_id FROM layers WHERE chain_id=?",
+                               (layer.chain_id,)).fetchone()
+            if row is None:
+                raise StoreError(f"layer {layer.chain_id} is not in the store")
+            for kind, key in (("blob", layer.digest), ("layer", layer.chain_id)):
+                conn.execute("INSERT OR IGNORE INTO leases(kind, key, pid) VALUES (?, ?, ?)",
+                             (kind, key, os.getpid()))
+        work = temp_name(store.tmp_dir, ".layer")
+        work.mkdir()
+        try:
+            try:
+                unpack_blob(store, work, row["diff_id"], layer.digest)
+            except StoreError as exc:
+                # Damage in the middle of a blob shows as bad deflate data before the
+                # digest is known: say which it is.
+                if not isinstance(exc, BlobCorrupt) and store.blobs.exists(layer.digest):
+                    actual = file_digest(store.blobs.path(layer.digest))
+                    if actual != layer.digest:
+                        raise BlobCorrupt(f"blob {layer.digest} of layer {layer.chain_id} is "
+                                          f"damaged (its content hashes to {actual})") from None
+                raise
+            try:
+                os.rename(work, final)
+            except OSError as exc:   # an eager unpack (load) of it got there first
+                if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                    raise
+            else:
+                fsync_dir(store.layers_dir)
+        finally:
+            if work.exists():
+                shutil.rmtree(work, ignore_errors=True)
+    finally:
+        os.close(lock)   # releases the flock

@@ -41,7 +41,7 @@ def _size_of(root, image: str) -> int:
 
 
 def _disk_usage(path) -> int:
-    from cli.store.store import _disk_usage as usage
+    from cli.store.unpack import disk_usage as usage
     return usage(path)
 
 

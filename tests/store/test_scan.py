@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cli.store.scan import LayerScan
-from cli.store.store import _disk_usage
+from cli.store.unpack import disk_usage as _disk_usage
 from overlayfs.layer_tar import LayerError, export_layer, unpack_layer
 from tests.layers.test_round_trip_property import _build, trees
 from tests.store.helpers import make_tar
