@@ -30,8 +30,6 @@ from cli.store.model import hex_of
 # Names for annotations only.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import BinaryIO
-
     from cli.store.model import Layer
 
 #: fcntl's F_SETPIPE_SZ (Linux): a 1 MiB pipe carries one sink chunk per write.
@@ -92,30 +90,87 @@ class ConcurrentUnpack:
             self._write_fd = -1
 
 
-class _DiffHasher(io.RawIOBase):
-    """Passes an uncompressed layer stream through, computing its diff_id and length."""
+class _InflateAhead(io.RawIOBase):
+    """A blob's uncompressed content, read, verified, inflated and hashed (its diff_id)
+    by a thread a few chunks ahead of the reader: the thread's work is C that lets go
+    of the GIL (ISA-L, SHA-256, read), so it overlaps the file creation of the reader.
+    It reads the blob to its very end (trailer, digest) before it reports the end.
+    Bounded: at most ``_AHEAD`` chunks wait."""
 
-    def __init__(self, raw: BinaryIO):
+    _AHEAD = 4
+
+    def __init__(self, raw) -> None:
         super().__init__()
-        self._raw = raw
         import hashlib
+        import queue
+        self._raw = raw
+        self._queue: queue.Queue = queue.Queue(self._AHEAD)
+        self._full = queue.Full
+        self._pending = memoryview(b"")
+        self._ended = False
+        self._stop = threading.Event()
         self._hash = hashlib.sha256()
         self.size = 0
+        self._thread = threading.Thread(target=self._inflate, name="inflate-layer", daemon=True)
+        self._thread.start()
+
+    def _inflate(self) -> None:
+        from isal import igzip
+
+        from overlayfs.layer_tar import open_decompressed
+        try:
+            buffered = io.BufferedReader(self._raw, CHUNK)
+            # ISA-L inflates 2-3 x faster than zlib; anything else as open_decompressed.
+            if buffered.peek(2)[:2] == b"\x1f\x8b":
+                stream = igzip.GzipFile(fileobj=buffered, mode="rb")
+            else:
+                stream = open_decompressed(buffered)
+            while not self._stop.is_set():
+                data = stream.read(CHUNK)
+                if not data:
+                    break
+                self._hash.update(data)
+                self.size += len(data)
+                self._put(data)
+            self._raw.verify_rest()
+            self._put(None)
+        except BaseException as exc:   # raised again in the reader's thread
+            self._put(exc)
+
+    def _put(self, item) -> None:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except self._full:
+                continue
 
     def readable(self) -> bool:
         return True
 
     def readinto(self, buffer) -> int:
-        data = self._raw.read(len(buffer))
-        n = len(data)
-        buffer[:n] = data
-        self._hash.update(data)
-        self.size += n
+        while not self._pending:
+            if self._ended:
+                return 0
+            item = self._queue.get()
+            if item is None or isinstance(item, BaseException):
+                self._ended = True
+                if item is not None:
+                    raise item
+                return 0
+            self._pending = memoryview(item)
+        n = min(len(buffer), len(self._pending))
+        buffer[:n] = self._pending[:n]
+        self._pending = self._pending[n:]
         return n
 
     def drain(self) -> None:
         while self.read(CHUNK):
             pass
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
 
     @property
     def digest(self) -> str:
@@ -138,27 +193,21 @@ def disk_usage(path: Path) -> int:
 
 def unpack_blob(store, work: Path, diff_id: str, digest: str) -> int:
     """Unpack blob DIGEST into WORK/diff, checking its digest and DIFF_ID; the tar size."""
-    from isal import igzip, isal_zlib
+    from isal import isal_zlib
 
-    from overlayfs.layer_tar import LayerError, open_decompressed, unpack_layer
+    from overlayfs.layer_tar import LayerError, unpack_layer
 
     with store.blobs.open_verified(digest) as raw:
-        buffered = io.BufferedReader(raw, CHUNK)
-        # ISA-L inflates 2-3 x faster than zlib (a first run of a committed image waits
-        # for this); unpack_layer then sees a plain tar.
-        if buffered.peek(2)[:2] == b"\x1f\x8b":
-            stream = igzip.GzipFile(fileobj=buffered, mode="rb")
-        else:
-            stream = open_decompressed(buffered)
-        plain = _DiffHasher(stream)
+        plain = _InflateAhead(raw)
         try:
             unpack_layer(plain, work / "diff")
             plain.drain()
-            raw.verify_rest()
         except (LayerError, EOFError, OSError, zlib.error, isal_zlib.error) as exc:
             if isinstance(exc, BlobCorrupt):
                 raise
             raise StoreError(f"layer {diff_id}: {exc}") from None
+        finally:
+            plain.stop()
     if plain.digest != diff_id:
         raise BlobCorrupt(f"layer {digest}: uncompressed content is {plain.digest}, "
                           f"the image config says {diff_id}")

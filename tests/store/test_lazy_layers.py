@@ -9,6 +9,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.store.helpers import assert_clean, db_rows, layerbox, store_files
 from tests.support.images import REPO_ROOT
 
@@ -129,14 +131,18 @@ def test_system_check_of_a_layer_never_unpacked(busybox_root):
     assert check.stdout.startswith(f"blob {layer_digest}: content hashes to ")
 
 
-def test_corrupt_blob_on_first_use_is_a_one_line_error(busybox_root):
+@pytest.mark.parametrize("damage", ["flipped byte", "truncated"])
+def test_corrupt_blob_on_first_use_is_a_one_line_error(busybox_root, damage):
     before = store_files(busybox_root)["layers"]
     image = _commit(busybox_root, "lazy:1", _files)
     layer_digest = db_rows(busybox_root, "SELECT digest FROM image_layers WHERE image_id=? "
                            "ORDER BY position DESC LIMIT 1", image)[0][0]
     blob = busybox_root / "oci/blobs/sha256" / layer_digest[7:]
     data = bytearray(blob.read_bytes())
-    data[len(data) // 2] ^= 0xFF
+    if damage == "truncated":
+        del data[len(data) // 2:]
+    else:
+        data[len(data) // 2] ^= 0xFF
     blob.write_bytes(bytes(data))
     for _ in range(2):   # and again: the failed first use left nothing half-made
         result = layerbox(busybox_root, "create", "--name", "c", "lazy:1", "true", check=False)
