@@ -94,9 +94,10 @@ def commit(store, container, *, author: str = "", message: str = "",
     status = container.status()
     if status == "dead":
         raise UserError(f"container {container.name}: its monitor died; remove it with rm -f")
-    runc = containers.runc_for(store)
+    runc = None   # cli.runtime is 10 ms of imports: only for a container to pause
     paused_here = False
     if status == "running" and pause:
+        runc = containers.runc_for(store)
         runc.pause(container.id)
         paused_here = True
     try:
