@@ -22,8 +22,10 @@ Lifecycle (the readiness contract Podman and mount(8) rely on):
    then answers ENOTCONN, which tells the user something is wrong, where a silent
    unmount would let writes land in the empty mountpoint directory.
 
-The /dev/fuse descriptor opened by ``pyfuse3.init`` survives ``fork``; trio is only
-started in the process that serves (``trio.run`` must not straddle a fork).
+The /dev/fuse descriptor opened by ``pyfuse3.init`` survives ``fork``. The serving
+loop is :mod:`overlayfs.fuse_loop` (no trio: its import alone took longer than the
+rest of the start-up). The terminating signals are blocked from before the fork until
+the child's handlers are in place, so a SIGTERM in between still unmounts.
 """
 
 from __future__ import annotations
@@ -34,12 +36,12 @@ import os
 import signal
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 
-import pyfuse3
-import trio
-
 from overlayfs import fuse_loop
+
+pyfuse3 = fuse_loop.import_pyfuse3()
 from overlayfs.config import MountConfig
 from overlayfs.options import PROG, InfoRequested, OptionError, parse_command_line
 
@@ -125,8 +127,12 @@ def serve(config: MountConfig, operations: pyfuse3.Operations, fuse_options: set
     sys.stdout.flush()
     sys.stderr.flush()
     ready_r, ready_w = os.pipe()
+    # Blocked until the child's handlers are in place (_run): a SIGTERM that comes
+    # between fork and serving must unmount too, not kill the child with the mount left.
+    signal.pthread_sigmask(signal.SIG_BLOCK, _TERMINATING_SIGNALS)
     pid = os.fork()
     if pid:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _TERMINATING_SIGNALS)
         os.close(ready_w)
         os.close(log_fd)
         return _wait_until_serving(pid, ready_r, config.mountpoint)
@@ -255,6 +261,7 @@ class _Readiness:
 
     def __init__(self, fd: int | None):
         self._fd = fd
+        self._lock = threading.Lock()   # the announcing thread and the loop's end race
 
     def ready(self) -> None:
         self._tell(_READY)
@@ -263,7 +270,8 @@ class _Readiness:
         self._tell(reason.encode(errors="replace"))
 
     def _tell(self, message: bytes) -> None:
-        fd, self._fd = self._fd, None
+        with self._lock:
+            fd, self._fd = self._fd, None
         if fd is None:
             return
         try:
@@ -279,62 +287,44 @@ def _run(mountpoint: str, ready_fd: int | None,
     """Serve until unmounted or signalled; the exit status. RELEASE (closing the
     layers) is called as soon as the FUSE loop ends."""
     readiness = _Readiness(ready_fd)
+    signalled: list[int] = []
+
+    def unmount_on_signal(signum, _frame) -> None:
+        # May run between any two bytecodes of a request: only flag the end here.
+        signalled.append(signum)
+        pyfuse3.terminate()
+
     try:
-        signalled = trio.run(_serve_until_unmounted, mountpoint, readiness, release)
+        with fuse_loop.installed():
+            # Handlers before the first request is read, and before the signals the
+            # parent blocked for us are let in.
+            for signum in _TERMINATING_SIGNALS:
+                signal.signal(signum, unmount_on_signal)
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _TERMINATING_SIGNALS)
+            threading.Thread(target=_announce_when_serving, args=(mountpoint, readiness),
+                             name="announce", daemon=True).start()
+            fuse_loop.run(pyfuse3.main, fuse_loop.MIN_TASKS, fuse_loop.MAX_TASKS)
     except BaseException as exc:
         log.exception("the filesystem crashed; leaving the mount to report ENOTCONN")
-        readiness.failed(f"the filesystem crashed before serving: {_innermost(exc)!r}")
+        readiness.failed(f"the filesystem crashed before serving: {exc!r}")
         pyfuse3.close(unmount=False)
         return 1
+    # Nothing is served any more: free the layers before anything else (see below).
+    if release is not None:
+        _release_layers(release)
     readiness.failed("the mount went away before it was served")  # no-op once ready
-    pyfuse3.close(unmount=signalled)
+    pyfuse3.close(unmount=bool(signalled))
+    if signalled:
+        log.info("received %s: unmounting", signal.Signals(signalled[0]).name)
     log.info("unmounted %s (%s); exiting", mountpoint,
              "on a signal" if signalled else "from outside")
     return 0
 
 
-def _innermost(exc: BaseException) -> BaseException:
-    """The one real error inside trio's nested exception groups, for a one-line message."""
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return exc
-
-
-async def _serve_until_unmounted(mountpoint: str, readiness: _Readiness,
-                                 release: Callable[[], None] | None = None) -> bool:
-    """Run the FUSE loop; True if a signal ended it (we must unmount), False if the
-    kernel did (the mount is already gone).
-
-    RELEASE closes the layer fds the moment the loop ends: umount(8) returns before we
-    exit, and while we hold them the file systems below stay busy (``umount merged;
-    umount lower-fs`` right after, as fuse-overlayfs' tests do, failed with EBUSY)."""
-    signalled = False
-
-    async def unmount_on_signal(task_status=trio.TASK_STATUS_IGNORED) -> None:
-        nonlocal signalled
-        with trio.open_signal_receiver(*_TERMINATING_SIGNALS) as signals:
-            task_status.started()
-            async for signum in signals:
-                log.info("received %s: unmounting", signal.Signals(signum).name)
-                signalled = True
-                pyfuse3.terminate()
-                return
-
-    async with trio.open_nursery() as nursery:
-        # Handlers in place before the first request: the loop may then serve a burst
-        # without giving the other tasks a turn (see overlayfs.fuse_loop).
-        await nursery.start(unmount_on_signal)
-        nursery.start_soon(_announce_when_serving, mountpoint, readiness)
-        with fuse_loop.installed():  # none of our handlers awaits: one worker serves
-            await pyfuse3.main(min_tasks=fuse_loop.MIN_TASKS, max_tasks=fuse_loop.MAX_TASKS)
-        # Nothing is served any more: free the layers before trio winds down.
-        if release is not None:
-            _release_layers(release)
-        nursery.cancel_scope.cancel()
-    return signalled
-
-
 def _release_layers(release: Callable[[], None]) -> None:
+    """Close the layer fds the moment the loop ends: umount(8) returns before we exit,
+    and while we hold them the file systems below stay busy (``umount merged; umount
+    lower-fs`` right after, as fuse-overlayfs' tests do, failed with EBUSY)."""
     try:
         release()
     except Exception:  # the process exits right after: closing is best effort
@@ -343,15 +333,16 @@ def _release_layers(release: Callable[[], None]) -> None:
         log.debug("layers released")
 
 
-async def _announce_when_serving(mountpoint: str, readiness: _Readiness) -> None:
-    """Stat the mountpoint through our own loop: once the kernel has an answer, the
-    FUSE handshake is done and requests are served, so the parent may exit."""
+def _announce_when_serving(mountpoint: str, readiness: _Readiness) -> None:
+    """Stat the mountpoint through our own loop (from a thread: the loop is the main
+    thread's): once the kernel has an answer, the FUSE handshake is done and requests
+    are served, so the parent may exit."""
     try:
-        await trio.to_thread.run_sync(os.stat, mountpoint, abandon_on_cancel=True)
+        os.stat(mountpoint)
     except OSError as exc:
         log.error("the new mount does not answer: %s", exc)
         readiness.failed(f"the new mount does not answer: {exc.strerror}")
-        raise
+        return
     log.info("serving %s (pid %d)", mountpoint, os.getpid())
     readiness.ready()
 

@@ -248,13 +248,15 @@ def _split_argv(argv: list[str]) -> _Arguments:
 def _version_text() -> str:
     from importlib import metadata
 
-    try:
-        version = metadata.version("layerbox")
-    except metadata.PackageNotFoundError:
-        version = "unknown"
-    import pyfuse3
+    def version(package: str) -> str:
+        # Not pyfuse3.__version__: the mount program imports pyfuse3 without
+        # importlib.metadata (overlayfs.fuse_loop.import_pyfuse3), so that says "unknown".
+        try:
+            return metadata.version(package)
+        except metadata.PackageNotFoundError:
+            return "unknown"
 
-    return f"{PROG}: version {version}\npyfuse3 version {pyfuse3.__version__}\n"
+    return f"{PROG}: version {version('layerbox')}\npyfuse3 version {version('pyfuse3')}\n"
 
 
 @dataclass
