@@ -56,9 +56,24 @@ _CONFLICTING = (("suid", "nosuid"), ("dev", "nodev"), ("exec", "noexec"), ("rw",
 _TERMINATING_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
+#: ``layerbox-overlayfs --args-on-stdin [ARG...]``: import everything first, then read
+#: the rest of the command line from stdin (arguments separated by NUL bytes, up to EOF)
+#: and go on with ARG... plus those; an empty stdin means the caller gave up: exit 0,
+#: nothing mounted. ``layerbox run`` starts us this way (ARG: the mountpoint, so that
+#: ps still shows what a daemon serves) before it has made the container, so that our
+#: start-up overlaps with its own.
+ARGS_ON_STDIN = "--args-on-stdin"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console script entry: returns the exit status."""
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == [ARGS_ON_STDIN]:
+        import overlayfs.operations  # noqa: F401 -- loaded while the caller still works
+        data = sys.stdin.buffer.read()
+        if not data:
+            return 0
+        argv = argv[1:] + [os.fsdecode(arg) for arg in data.split(b"\0")]
     try:
         config = parse_command_line(argv)
     except InfoRequested as info:
