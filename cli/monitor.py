@@ -581,19 +581,27 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def serve(root: str, container_id: str, ready_fd: int, attach_first: bool,
-           debug: bool) -> int:
+           debug: bool, mounting=None) -> int:
+    """Monitor the container until it has stopped; the exit code. MOUNTING: its rootfs
+    mount if started already (a RelayedMount from the client that forked us)."""
     for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGPIPE, signal.SIGTTOU, signal.SIGTTIN):
         signal.signal(sig, signal.SIG_IGN)
     logging.basicConfig(level=logging.DEBUG if debug else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from cli import containers
     from cli.store.store import Store
-    store = Store.open(root)
-    container = containers.lookup(store, container_id)
-    os.chdir(container.dir)
+    try:
+        store = Store.open(root)
+        container = containers.lookup(store, container_id)
+        os.chdir(container.dir)
+    except BaseException:
+        if mounting is not None:
+            mounting.abandon()
+        raise
     # The mount program takes longest to come up: it starts first and the rest of the
     # set-up overlaps with it (Monitor.run waits for it before it needs the rootfs).
-    mounting = containers.start_mount_rootfs(container, store)
+    if mounting is None:
+        mounting = containers.start_mount_rootfs(container, store)
     failed = {"error": f"the container monitor failed; see {container.dir / 'monitor.log'}",
               "exit_code": 125}
     try:

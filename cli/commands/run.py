@@ -93,7 +93,7 @@ def _security(args) -> dict:
             for name in ("cap_add", "cap_drop", "privileged", "read_only")}
 
 
-def create_from_args(store, args):
+def create_from_args(store, args, container_id: str | None = None):
     import dataclasses
 
     from cli import containers, mounts, network
@@ -115,23 +115,41 @@ def create_from_args(store, args):
         mounts=tuple(mounts.parse_all(args.volume, args.mount, args.tmpfs)))
     import sys
     ensure_image(store, args.image, args.pull, args, sys.stderr)
-    return containers.create(store, opts)
+    return containers.create(store, opts, container_id=container_id)
 
 
 def run(args) -> int:
     import os
+    if args.tty and args.interactive and not args.detach and not os.isatty(0):
+        raise UserError("the input device is not a TTY")
+    # The mount program starts before anything else: its start-up (60-80 ms) then runs
+    # while we import, open the store and make the container, instead of after.
+    from pathlib import Path
+
+    from cli import monitor_spawn, unionmount
+    container_id = waiting = None
+    if monitor_spawn.can_fork():
+        container_id = os.urandom(32).hex()     # containers.new_container_id, unimported
+        waiting = unionmount.MountProgramInWaiting.start(
+            Path(os.path.abspath(args.root)) / "containers" / container_id / "merged")
 
     from cli import containers
     from cli.store.store import Store
-    if args.tty and args.interactive and not args.detach and not os.isatty(0):
-        raise UserError("the input device is not a TTY")
-    with Store.open(args.root) as store:
-        container = create_from_args(store, args)
-        if args.detach:
-            containers.start(store, container)
-            print(container.id)
-            return 0
-        containers.start(store, container, attach_first=True)
+    try:
+        with Store.open(args.root) as store:
+            container = create_from_args(store, args, container_id)
+            mounting = None
+            if waiting is not None:
+                mounting = containers.start_mount_rootfs(container, store, waiting)
+                waiting = None
+            if args.detach:
+                containers.start(store, container, mounting=mounting)
+                print(container.id)
+                return 0
+            containers.start(store, container, attach_first=True, mounting=mounting)
+    finally:
+        if waiting is not None:      # failed before the container was made
+            waiting.cancel()
     return attach_started(args.root, container, stdin=args.interactive, tty=args.tty)
 
 
