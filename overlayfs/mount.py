@@ -35,7 +35,6 @@ import logging
 import os
 import signal
 import sys
-import tempfile
 import threading
 from collections.abc import Callable, Iterator
 
@@ -94,7 +93,14 @@ def main(argv: list[str] | None = None) -> int:
         where = f"'{exc.filename}': " if exc.filename else ""
         print(f"{PROG}: cannot open layers: {where}{exc.strerror or exc}", file=sys.stderr)
         return 1
-    return serve(config, operations, fuse_options)
+    status = serve(config, operations, fuse_options)
+    # Whoever started us waits for this exit (the detaching parent's, most often): skip
+    # the interpreter's teardown of every module (5-10 ms). Nothing is left to flush but
+    # stdio and the log handlers.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 def configure_logging(config: MountConfig) -> None:
@@ -215,7 +221,8 @@ def _captured_stderr() -> Iterator[list[str]]:
     the text is in the yielded list once the block is left."""
     sys.stderr.flush()
     captured: list[str] = []
-    with tempfile.TemporaryFile() as capture:
+    # A memfd, not tempfile.TemporaryFile: importing tempfile is 4-6 ms of start-up.
+    with open(os.memfd_create("layerbox-overlayfs-stderr", os.MFD_CLOEXEC), "w+b") as capture:
         saved = os.dup(2)
         os.dup2(capture.fileno(), 2)
         try:
