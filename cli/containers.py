@@ -33,11 +33,12 @@ import logging
 import os
 import shutil
 import subprocess
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from types import MappingProxyType
 
 from cli.errors import UserError
+from cli.values import Record
 from cli.unionmount import (DEFAULT_MOUNT_PROGRAM, MOUNT_PROGRAM_ENV,  # noqa: F401 -- re-exported
                             MountProgramInWaiting, PendingMount, is_mounted, mount_program,
                             mount_union, syncfs, unmount)
@@ -67,14 +68,26 @@ class NoSuchContainer(UserError):
         super().__init__(f"No such container: {name}")
 
 
-@dataclass
 class Container:
-    id: str
-    name: str
-    image_id: str
-    created: str
-    record: dict
-    root: Path
+    """One row of the table, its record decoded (a plain class, not a dataclass:
+    importing dataclasses is ~5 ms of every command that reads containers)."""
+
+    __slots__ = ("id", "name", "image_id", "created", "record", "root")
+
+    def __init__(self, *, id: str, name: str, image_id: str, created: str, record: dict,
+                 root: Path) -> None:
+        self.id, self.name, self.image_id, self.created = id, name, image_id, created
+        self.record, self.root = record, root
+
+    def __eq__(self, other):
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return all(getattr(self, f) == getattr(other, f) for f in self.__slots__)
+
+    __hash__ = None
+
+    def __repr__(self) -> str:
+        return f"Container(id={self.id!r}, name={self.name!r}, image_id={self.image_id!r})"
 
     @property
     def short_id(self) -> str:
@@ -202,28 +215,19 @@ def _random_name(conn) -> str:
 
 # -- create ----------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class CreateOptions:
-    image: str
-    command: list[str]
-    name: str | None = None
-    entrypoint: str | None = None
-    env: tuple[str, ...] = ()
-    workdir: str | None = None
-    user: str | None = None
-    hostname: str | None = None
-    tty: bool = False
-    open_stdin: bool = False
-    network: str = "bridge"
-    #: -p mappings (cli.network.PortMapping as dicts), for the bridge network.
-    ports: tuple[dict, ...] = ()
-    auto_remove: bool = False
-    labels: tuple[str, ...] = ()               # KEY=VALUE, over the image's labels
-    stop_signal: str | None = None
-    #: runtime.Security fields: cap_add, cap_drop, privileged, read_only.
-    security: dict = field(default_factory=dict)
-    #: OCI runtime-spec mounts from -v/--mount/--tmpfs (cli.mounts).
-    mounts: tuple[dict, ...] = ()
+class CreateOptions(Record):
+    """What ``create``/``run`` were asked for: image, command, then (defaults) name,
+    entrypoint, env (KEY=VALUE tuple), workdir, user, hostname, tty, open_stdin,
+    network ("bridge"), ports (-p mappings: cli.network.PortMapping as dicts, for the
+    bridge network), auto_remove, labels (KEY=VALUE, over the image's labels),
+    stop_signal, security (runtime.Security fields: cap_add, cap_drop, privileged,
+    read_only), mounts (OCI runtime-spec mounts from -v/--mount/--tmpfs, cli.mounts)."""
+
+    __slots__ = FIELDS = ("image", "command", "name", "entrypoint", "env", "workdir", "user",
+                          "hostname", "tty", "open_stdin", "network", "ports", "auto_remove",
+                          "labels", "stop_signal", "security", "mounts")
+    DEFAULTS = (None, None, (), None, None, None, False, False, "bridge", (), False, (), None,
+                MappingProxyType({}), ())
 
 
 def container_config(image_config: dict, opts: CreateOptions, hostname: str, image_id: str) -> dict:

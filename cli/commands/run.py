@@ -94,8 +94,6 @@ def _security(args) -> dict:
 
 
 def create_from_args(store, args, container_id: str | None = None):
-    import dataclasses
-
     from cli import containers, mounts, network
     from cli.commands.pull import ensure_image
     mode = network.normalize_mode(args.network)
@@ -109,7 +107,7 @@ def create_from_args(store, args, container_id: str | None = None):
         image=args.image, command=list(args.command), name=args.name,
         entrypoint=args.entrypoint, env=_env_items(args), workdir=args.workdir,
         user=args.user, hostname=args.hostname, tty=args.tty, open_stdin=args.interactive,
-        network=mode, ports=tuple(dataclasses.asdict(p) for p in ports), auto_remove=args.rm,
+        network=mode, ports=tuple(p.as_dict() for p in ports), auto_remove=args.rm,
         labels=tuple(label if "=" in label else f"{label}=" for label in args.label),
         stop_signal=args.stop_signal, security=_security(args),
         mounts=tuple(mounts.parse_all(args.volume, args.mount, args.tmpfs)))
