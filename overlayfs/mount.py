@@ -322,9 +322,12 @@ def _run(mountpoint: str, ready_fd: int | None,
             # parent blocked for us are let in.
             for signum in _TERMINATING_SIGNALS:
                 signal.signal(signum, unmount_on_signal)
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, _TERMINATING_SIGNALS)
+            # The announcing thread starts with them blocked and keeps them so: they are
+            # then always delivered to this thread, whose poll they interrupt.
+            signal.pthread_sigmask(signal.SIG_BLOCK, _TERMINATING_SIGNALS)
             threading.Thread(target=_announce_when_serving, args=(mountpoint, readiness),
                              name="announce", daemon=True).start()
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _TERMINATING_SIGNALS)
             fuse_loop.run(pyfuse3.main, fuse_loop.MIN_TASKS, fuse_loop.MAX_TASKS)
     except BaseException as exc:
         log.exception("the filesystem crashed; leaving the mount to report ENOTCONN")
