@@ -45,6 +45,11 @@ def spawn(root: Path, container_id: str, *, attach_first: bool, store=None,
         try:
             pid = _fork_monitor(store, root, container_id, ready_w, attach_first, debug,
                                 relay_r, mounting)
+        except BaseException:
+            if mounting is not None:     # no monitor to take it over
+                os.close(relay_w)
+                mounting.abandon()
+            raise
         finally:
             os.close(ready_w)
             if relay_r is not None:
