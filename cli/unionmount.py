@@ -48,8 +48,9 @@ class MountProgramInWaiting:
     caller's own (imports, the store, making the container). :meth:`mount` hands it
     the command line, :meth:`cancel` lets it go (it has mounted nothing).
 
-    Only for our own program (another $LAYERBOX_MOUNT_PROGRAM, e.g. fuse-overlayfs, takes
-    its command line from argv alone): :meth:`start` returns None otherwise."""
+    Only for our own program, of our own install (another $LAYERBOX_MOUNT_PROGRAM, e.g.
+    fuse-overlayfs, or an older layerbox-overlayfs found first on PATH, takes its command
+    line from argv alone): :meth:`start` returns None otherwise."""
 
     def __init__(self, program: str, target: Path, proc: subprocess.Popen) -> None:
         self.program = program
@@ -61,6 +62,10 @@ class MountProgramInWaiting:
         """Start it for a mount on TARGET (which need not exist yet)."""
         program = mount_program()
         if os.path.basename(program) != DEFAULT_MOUNT_PROGRAM:
+            return None
+        # Named by the user in $LAYERBOX_MOUNT_PROGRAM: taken at its word. Found on PATH:
+        # only if installed with us, next to the running `layerbox` or our python.
+        if not os.environ.get(MOUNT_PROGRAM_ENV) and not _installed_with_us(program):
             return None
         try:
             # Its own session: a ^C for the client must not kill it half-way (as a
@@ -100,6 +105,14 @@ class MountProgramInWaiting:
         if proc is not None:
             proc.kill()
             proc.communicate()      # (closes its stdin, reaps it)
+
+
+def _installed_with_us(program: str) -> bool:
+    path = program if os.sep in program else shutil.which(program)
+    if path is None:
+        return False
+    ours = {os.path.dirname(os.path.abspath(sys.argv[0])), os.path.dirname(sys.executable)}
+    return os.path.dirname(os.path.abspath(path)) in ours
 
 
 class PendingMount:

@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -117,3 +118,21 @@ def test_a_run_that_fails_before_the_container_exists_leaves_no_mount_program(ro
             waiting.append(pid)
     assert waiting == []
     assert os.listdir(root / "containers") == []
+
+
+def test_another_installs_mount_program_first_on_path_gets_its_command_line_in_argv(
+        root, tmp_path, monkeypatch):
+    """An older layerbox-overlayfs ahead on PATH (a system link to another checkout) knows
+    no --args-on-stdin: run must not start it early, only the usual way."""
+    real = Path(sys.executable).parent / "layerbox-overlayfs"
+    program = tmp_path / "bin" / "layerbox-overlayfs"
+    program.parent.mkdir()
+    program.write_text("#!/bin/sh\n"
+                       "[ \"$1\" = --args-on-stdin ] && { echo 'unknown: '$1 >&2; exit 1; }\n"
+                       f"exec {real} \"$@\"\n")
+    program.chmod(0o755)
+    monkeypatch.delenv("LAYERBOX_MOUNT_PROGRAM", raising=False)
+    monkeypatch.setenv("PATH", f"{program.parent}{os.pathsep}{os.environ['PATH']}")
+    proc = _cli(root, "run", "--rm", "--network", "none", "busybox", "echo", "ok",
+                exec_monitor=False)
+    assert proc.stdout == "ok\n"
