@@ -325,8 +325,14 @@ def _run(mountpoint: str, ready_fd: int | None,
             # The announcing thread starts with them blocked and keeps them so: they are
             # then always delivered to this thread, whose poll they interrupt.
             signal.pthread_sigmask(signal.SIG_BLOCK, _TERMINATING_SIGNALS)
-            threading.Thread(target=_announce_when_serving, args=(mountpoint, readiness),
-                             name="announce", daemon=True).start()
+            if ready_fd is not None:
+                threading.Thread(target=_announce_when_serving, args=(mountpoint, readiness),
+                                 name="announce", daemon=True).start()
+            else:
+                # In the foreground nobody waits for the announcement, and a stat still
+                # in flight would make an unmount right after fail with EBUSY (seen under
+                # load: the thread had not got its turn before the caller's umount).
+                log.info("serving %s (pid %d)", mountpoint, os.getpid())
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _TERMINATING_SIGNALS)
             fuse_loop.run(pyfuse3.main, fuse_loop.MIN_TASKS, fuse_loop.MAX_TASKS)
     except BaseException as exc:
