@@ -31,20 +31,17 @@ import contextlib
 import json
 import logging
 import os
-import shutil
-import subprocess
 import sys
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 from cli.errors import UserError
 
-# cli.runtime (the OCI spec, runc) is imported where used: diff, ps, inspect and
-# the other readers of a container need none of it.
+# cli.runtime (the OCI spec, runc), subprocess, shutil and datetime are imported where
+# used: diff, ps, inspect and the other readers of a container need none of them.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from cli import runtime
+    from cli.create_options import CreateOptions
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +57,7 @@ _NAMES = ("archimedes", "bell", "curie", "darwin", "euler", "fermi", "galileo", 
 
 
 def now_rfc3339() -> str:
+    from datetime import datetime, timezone
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
@@ -68,14 +66,21 @@ class NoSuchContainer(UserError):
         super().__init__(f"No such container: {name}")
 
 
-@dataclass
 class Container:
-    id: str
-    name: str
-    image_id: str
-    created: str
-    record: dict
-    root: Path
+    """One container: its row (RECORD is the parsed JSON column) and the store ROOT.
+
+    A plain class rather than a dataclass: every command that reads a container would
+    otherwise import dataclasses (and inspect, ast, dis with it: ~6 ms of `diff`)."""
+
+    __slots__ = ("id", "name", "image_id", "created", "record", "root")
+
+    def __init__(self, id: str, name: str, image_id: str, created: str, record: dict,
+                 root: Path) -> None:
+        self.id, self.name, self.image_id = id, name, image_id
+        self.created, self.record, self.root = created, record, root
+
+    def __repr__(self) -> str:
+        return f"Container(id={self.id!r}, name={self.name!r}, image_id={self.image_id!r})"
 
     @property
     def short_id(self) -> str:
@@ -203,30 +208,6 @@ def _random_name(conn) -> str:
 
 # -- create ----------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class CreateOptions:
-    image: str
-    command: list[str]
-    name: str | None = None
-    entrypoint: str | None = None
-    env: tuple[str, ...] = ()
-    workdir: str | None = None
-    user: str | None = None
-    hostname: str | None = None
-    tty: bool = False
-    open_stdin: bool = False
-    network: str = "bridge"
-    #: -p mappings (cli.network.PortMapping as dicts), for the bridge network.
-    ports: tuple[dict, ...] = ()
-    auto_remove: bool = False
-    labels: tuple[str, ...] = ()               # KEY=VALUE, over the image's labels
-    stop_signal: str | None = None
-    #: runtime.Security fields: cap_add, cap_drop, privileged, read_only.
-    security: dict = field(default_factory=dict)
-    #: OCI runtime-spec mounts from -v/--mount/--tmpfs (cli.mounts).
-    mounts: tuple[dict, ...] = ()
-
-
 def container_config(image_config: dict, opts: CreateOptions, hostname: str, image_id: str) -> dict:
     """Docker's merge of the image config with the run flags."""
     cfg = image_config.get("config") or {}
@@ -323,6 +304,7 @@ def processes(store, container: Container, ps_args: list[str]) -> tuple[list[str
     """``docker top``: the header and the rows of host ``ps PS_ARGS`` for the container's
     processes (its pids come from runc)."""
     require_running(container)
+    import subprocess
     pids = set(runc_for(store).pids(container.id))
     proc = subprocess.run(["ps", *(ps_args or ["-ef"])], capture_output=True, text=True)
     if proc.returncode != 0:
@@ -375,6 +357,7 @@ def _make_init_layer(init: Path, lowers: list[Path]) -> None:
 
 def mount_program() -> str:
     """$LAYERBOX_MOUNT_PROGRAM, else layerbox-overlayfs from PATH or from our own venv."""
+    import shutil
     program = os.environ.get(MOUNT_PROGRAM_ENV) or DEFAULT_MOUNT_PROGRAM
     if os.sep not in program and shutil.which(program) is None:
         sibling = Path(sys.executable).parent / program
@@ -406,6 +389,7 @@ class PendingMount:
 
     def __init__(self, lowers: list[Path], target: Path, *, upper: Path | None = None,
                  work: Path | None = None) -> None:
+        import subprocess
         options = "lowerdir=" + ":".join(str(p) for p in lowers)
         if upper is not None:
             options += f",upperdir={upper},workdir={work}"
@@ -420,6 +404,7 @@ class PendingMount:
             self._proc = None
 
     def wait(self) -> Path:
+        import subprocess
         if self._proc is None:
             raise UserError(f"mount program not found: {self._cmd[0]}")
         try:
@@ -455,6 +440,7 @@ def unmount(path: Path) -> None:
     """Unmount the union mount; lazily if something still holds it."""
     if not is_mounted(path):
         return
+    import subprocess
     for cmd in (["fusermount3", "-u", str(path)], ["fusermount3", "-u", "-z", str(path)],
                 ["umount", "-l", str(path)]):
         if subprocess.run(cmd, capture_output=True).returncode == 0 and not is_mounted(path):
@@ -489,6 +475,7 @@ def remove_files(cdir: Path) -> None:
     merged = cdir / "merged"
     if merged.exists():
         unmount(merged)
+    import shutil
     shutil.rmtree(cdir, ignore_errors=True)
 
 

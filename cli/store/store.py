@@ -16,7 +16,6 @@ import shutil
 import sqlite3
 import zlib
 from collections.abc import Callable, Iterator
-from datetime import datetime, timezone
 from pathlib import Path
 
 # Names for annotations only: importing typing is 2-4 ms of every command's start-up.
@@ -36,6 +35,7 @@ log = logging.getLogger(__name__)
 
 
 def now_rfc3339() -> str:
+    from datetime import datetime, timezone   # only the writers need it
     return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
