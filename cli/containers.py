@@ -29,11 +29,11 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import sys
 from pathlib import Path
 
+from cli import logs
 from cli.errors import UserError
 
 # cli.runtime (the OCI spec, runc), subprocess, shutil and datetime are imported where
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from cli import runtime
     from cli.create_options import CreateOptions
 
-log = logging.getLogger(__name__)
+log = logs.get(__name__)
 
 MOUNT_PROGRAM_ENV = "LAYERBOX_MOUNT_PROGRAM"
 DEFAULT_MOUNT_PROGRAM = "layerbox-overlayfs"

@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import logging
 import os
 import posixpath
 import shutil
@@ -22,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cli import logs
 from cli.build import instructions as ins
 from cli.build.convert import parse_dockerfile, parse_onbuild_trigger
 from cli.build.dockerignore import DockerIgnore
@@ -33,7 +33,7 @@ from cli.build.sources import (SourceTree, Stager, download, parse_chmod, parse_
 from cli.create_options import CreateOptions
 from cli.errors import UserError
 
-log = logging.getLogger(__name__)
+log = logs.get(__name__)
 
 
 @dataclass

@@ -10,7 +10,6 @@ import contextlib
 import errno
 import io
 import json
-import logging
 import os
 import shutil
 import sqlite3
@@ -23,6 +22,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import BinaryIO
 
+from cli import logs
 from cli.reference import is_hex64, parse_tagged, try_parse
 from cli.store import db, gc
 from cli.store.blobs import CHUNK, BlobStore, HashingWriter, fsync_dir, temp_name
@@ -31,7 +31,7 @@ from cli.store.layout import ensure_layout, publish_index
 from cli.store.model import (COMPRESSION_MEDIA_TYPES, OCI_CONFIG, OCI_MANIFEST, Image, Layer,
                              chain_id, hex_of)
 
-log = logging.getLogger(__name__)
+log = logs.get(__name__)
 
 
 def now_rfc3339() -> str:
