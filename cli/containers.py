@@ -29,27 +29,23 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
-import shutil
-import subprocess
-from datetime import datetime, timezone
 from pathlib import Path
-from types import MappingProxyType
 
+from cli import logs
 from cli.errors import UserError
-from cli.values import Record
 from cli.unionmount import (DEFAULT_MOUNT_PROGRAM, MOUNT_PROGRAM_ENV,  # noqa: F401 -- re-exported
                             MountProgramInWaiting, PendingMount, is_mounted, mount_program,
                             mount_union, syncfs, unmount)
 
-# cli.runtime (the OCI spec, runc) is imported where used: diff, ps, inspect and
-# the other readers of a container need none of it.
+# cli.runtime (the OCI spec, runc), subprocess, shutil and datetime are imported where
+# used: diff, ps, inspect and the other readers of a container need none of them.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from cli import runtime
+    from cli.create_options import CreateOptions
 
-log = logging.getLogger(__name__)
+log = logs.get(__name__)
 
 _ADJECTIVES = ("admiring", "bold", "brave", "busy", "calm", "clever", "eager", "elastic",
                "festive", "gentle", "happy", "jolly", "keen", "lucid", "nifty", "quirky",
@@ -60,6 +56,7 @@ _NAMES = ("archimedes", "bell", "curie", "darwin", "euler", "fermi", "galileo", 
 
 
 def now_rfc3339() -> str:
+    from datetime import datetime, timezone
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
@@ -69,22 +66,17 @@ class NoSuchContainer(UserError):
 
 
 class Container:
-    """One row of the table, its record decoded (a plain class, not a dataclass:
-    importing dataclasses is ~5 ms of every command that reads containers)."""
+    """One container: its row (RECORD is the parsed JSON column) and the store ROOT.
+
+    A plain class rather than a dataclass: every command that reads a container would
+    otherwise import dataclasses (and inspect, ast, dis with it: ~6 ms of `diff`)."""
 
     __slots__ = ("id", "name", "image_id", "created", "record", "root")
 
-    def __init__(self, *, id: str, name: str, image_id: str, created: str, record: dict,
+    def __init__(self, id: str, name: str, image_id: str, created: str, record: dict,
                  root: Path) -> None:
-        self.id, self.name, self.image_id, self.created = id, name, image_id, created
-        self.record, self.root = record, root
-
-    def __eq__(self, other):
-        if other.__class__ is not self.__class__:
-            return NotImplemented
-        return all(getattr(self, f) == getattr(other, f) for f in self.__slots__)
-
-    __hash__ = None
+        self.id, self.name, self.image_id = id, name, image_id
+        self.created, self.record, self.root = created, record, root
 
     def __repr__(self) -> str:
         return f"Container(id={self.id!r}, name={self.name!r}, image_id={self.image_id!r})"
@@ -215,21 +207,6 @@ def _random_name(conn) -> str:
 
 # -- create ----------------------------------------------------------------------------
 
-class CreateOptions(Record):
-    """What ``create``/``run`` were asked for: image, command, then (defaults) name,
-    entrypoint, env (KEY=VALUE tuple), workdir, user, hostname, tty, open_stdin,
-    network ("bridge"), ports (-p mappings: cli.network.PortMapping as dicts, for the
-    bridge network), auto_remove, labels (KEY=VALUE, over the image's labels),
-    stop_signal, security (runtime.Security fields: cap_add, cap_drop, privileged,
-    read_only), mounts (OCI runtime-spec mounts from -v/--mount/--tmpfs, cli.mounts)."""
-
-    __slots__ = FIELDS = ("image", "command", "name", "entrypoint", "env", "workdir", "user",
-                          "hostname", "tty", "open_stdin", "network", "ports", "auto_remove",
-                          "labels", "stop_signal", "security", "mounts")
-    DEFAULTS = (None, None, (), None, None, None, False, False, "bridge", (), False, (), None,
-                MappingProxyType({}), ())
-
-
 def container_config(image_config: dict, opts: CreateOptions, hostname: str, image_id: str) -> dict:
     """Docker's merge of the image config with the run flags."""
     cfg = image_config.get("config") or {}
@@ -331,6 +308,7 @@ def processes(store, container: Container, ps_args: list[str]) -> tuple[list[str
     """``docker top``: the header and the rows of host ``ps PS_ARGS`` for the container's
     processes (its pids come from runc)."""
     require_running(container)
+    import subprocess
     pids = set(runc_for(store).pids(container.id))
     proc = subprocess.run(["ps", *(ps_args or ["-ef"])], capture_output=True, text=True)
     if proc.returncode != 0:
@@ -405,6 +383,7 @@ def remove_files(cdir: Path) -> None:
     merged = cdir / "merged"
     if merged.exists():
         unmount(merged)
+    import shutil
     shutil.rmtree(cdir, ignore_errors=True)
 
 

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
-log = logging.getLogger("cli.monitor")
+from cli import logs
+
+log = logs.get("cli.monitor")
 #: In a forked monitor: the client's stdio objects and log handlers, never to be freed.
 _INHERITED: list = []
 
@@ -37,6 +38,7 @@ def spawn(root: Path, container_id: str, *, attach_first: bool, store=None,
     """
     ready_r, ready_w = os.pipe()
     cdir = Path(root) / "containers" / container_id
+    logging = logs.module()
     debug = logging.getLogger().isEnabledFor(logging.DEBUG)
     if store is not None and can_fork():
         relay_r = relay_w = None
@@ -142,7 +144,7 @@ def _monitor_child(root: Path, container_id: str, ready_fd: int, attach_first: b
         with contextlib.suppress(Exception):
             log.exception("monitor failed")
     finally:
-        for handler in logging.getLogger().handlers:     # ours only (_detach_stdio)
+        for handler in logs.module().getLogger().handlers:     # ours only (_detach_stdio)
             with contextlib.suppress(Exception):
                 handler.flush()
         os._exit(code)
@@ -171,7 +173,7 @@ def _detach_stdio(log_path: Path, keep_fds: list[int]) -> None:
     # Python-level streams and log handlers of the client may sit on fds just closed
     # (a test runner's capture files): new ones on 0-2. The old are kept referenced, so
     # that no deallocation closes or flushes into an fd number that is now ours.
-    root = logging.getLogger()
+    root = logs.module().getLogger()
     _INHERITED.extend([sys.stdin, sys.stdout, sys.stderr, *root.handlers])
     for handler in list(root.handlers):
         root.removeHandler(handler)

@@ -15,16 +15,16 @@ RLIMIT_NOFILE, clamped to the current hard limit.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import resource
 import subprocess
 from pathlib import Path
 
+from cli import logs
 from cli.errors import UserError
 from cli.values import Record
 
-log = logging.getLogger(__name__)
+log = logs.get(__name__)
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 

@@ -1,22 +1,22 @@
 """Union mounts through the mount program (``layerbox-overlayfs`` or $LAYERBOX_MOUNT_PROGRAM).
 
-Light on purpose (os, subprocess): ``run`` imports it first thing, to start the mount
-program before anything else (:class:`MountProgramInWaiting`).
+Light on purpose: ``run`` imports it first thing, to start the mount program before
+anything else (:class:`MountProgramInWaiting`), and every reader of containers imports
+it with :mod:`cli.containers` (subprocess and shutil are imported where used, logging
+on first use: ``diff``, ``ps``, ``inspect`` need none of them).
 """
 
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
-import shutil
-import subprocess
 import sys
 from pathlib import Path
 
+from cli import logs
 from cli.errors import UserError
 
-log = logging.getLogger(__name__)
+log = logs.get(__name__)
 
 MOUNT_PROGRAM_ENV = "LAYERBOX_MOUNT_PROGRAM"
 DEFAULT_MOUNT_PROGRAM = "layerbox-overlayfs"
@@ -27,6 +27,7 @@ _MOUNTED = b"ok"
 
 def mount_program() -> str:
     """$LAYERBOX_MOUNT_PROGRAM, else layerbox-overlayfs from PATH or from our own venv."""
+    import shutil
     program = os.environ.get(MOUNT_PROGRAM_ENV) or DEFAULT_MOUNT_PROGRAM
     if os.sep not in program and shutil.which(program) is None:
         sibling = Path(sys.executable).parent / program
@@ -52,10 +53,10 @@ class MountProgramInWaiting:
     fuse-overlayfs, or an older layerbox-overlayfs found first on PATH, takes its command
     line from argv alone): :meth:`start` returns None otherwise."""
 
-    def __init__(self, program: str, target: Path, proc: subprocess.Popen) -> None:
+    def __init__(self, program: str, target: Path, proc) -> None:
         self.program = program
         self.target = target
-        self._proc: subprocess.Popen | None = proc
+        self._proc = proc                  # a subprocess.Popen, None once handed over
 
     @classmethod
     def start(cls, target: Path) -> "MountProgramInWaiting | None":
@@ -67,6 +68,7 @@ class MountProgramInWaiting:
         # only if installed with us, next to the running `layerbox` or our python.
         if not os.environ.get(MOUNT_PROGRAM_ENV) and not _installed_with_us(program):
             return None
+        import subprocess
         try:
             # Its own session: a ^C for the client must not kill it half-way (as a
             # daemon it leaves the client's session anyway).
@@ -84,7 +86,7 @@ class MountProgramInWaiting:
         """Mount LOWERS (top first) [+ UPPER, WORK] at TARGET; ``wait()`` for it."""
         return PendingMount(lowers, target, upper=upper, work=work, waiting=self)
 
-    def _hand_over(self, target: Path, options: list[str]) -> subprocess.Popen | None:
+    def _hand_over(self, target: Path, options: list[str]):
         if target != self.target:
             raise ValueError(f"started for {self.target}, asked to mount {target}")
         proc, self._proc = self._proc, None
@@ -108,6 +110,7 @@ class MountProgramInWaiting:
 
 
 def _installed_with_us(program: str) -> bool:
+    import shutil
     path = program if os.sep in program else shutil.which(program)
     if path is None:
         return False
@@ -122,9 +125,10 @@ class PendingMount:
 
     def __init__(self, lowers: list[Path], target: Path, *, upper: Path | None = None,
                  work: Path | None = None, waiting: MountProgramInWaiting | None = None) -> None:
+        import subprocess
         self.target = target
         options = ["-o", _mount_options(lowers, upper, work)]
-        self._proc: subprocess.Popen | None = None
+        self._proc = None
         if waiting is not None:
             self._cmd = [waiting.program, str(target), *options]
             self._proc = waiting._hand_over(target, options)
@@ -140,6 +144,7 @@ class PendingMount:
                 self._proc = None
 
     def wait(self) -> Path:
+        import subprocess
         if self._proc is None:
             raise UserError(f"mount program not found: {self._cmd[0]}")
         try:
@@ -225,6 +230,7 @@ def unmount(path: Path) -> None:
     """Unmount the union mount; lazily if something still holds it."""
     if not is_mounted(path):
         return
+    import subprocess
     for cmd in (["fusermount3", "-u", str(path)], ["fusermount3", "-u", "-z", str(path)],
                 ["umount", "-l", str(path)]):
         if subprocess.run(cmd, capture_output=True).returncode == 0 and not is_mounted(path):

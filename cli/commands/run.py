@@ -96,6 +96,7 @@ def _security(args) -> dict:
 def create_from_args(store, args, container_id: str | None = None):
     from cli import containers, mounts, network
     from cli.commands.pull import ensure_image
+    from cli.create_options import CreateOptions
     mode = network.normalize_mode(args.network)
     ports = [network.parse_publish(p) for p in args.publish]
     if ports and mode != "bridge":
@@ -103,7 +104,7 @@ def create_from_args(store, args, container_id: str | None = None):
         print(f"WARNING: Published ports are discarded when using {mode} network mode",
               file=sys.stderr)
         ports = []
-    opts = containers.CreateOptions(
+    opts = CreateOptions(
         image=args.image, command=list(args.command), name=args.name,
         entrypoint=args.entrypoint, env=_env_items(args), workdir=args.workdir,
         user=args.user, hostname=args.hostname, tty=args.tty, open_stdin=args.interactive,
