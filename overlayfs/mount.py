@@ -320,8 +320,8 @@ def _run(mountpoint: str, ready_fd: int | None,
         with fuse_loop.installed():
             # Handlers before the first request is read, and before the signals the
             # parent blocked for us are let in.
-            for signum in _TERMINATING_SIGNALS:
-                signal.signal(signum, unmount_on_signal)
+            previous = {signum: signal.signal(signum, unmount_on_signal)
+                        for signum in _TERMINATING_SIGNALS}
             # The announcing thread starts with them blocked and keeps them so: they are
             # then always delivered to this thread, whose poll they interrupt.
             signal.pthread_sigmask(signal.SIG_BLOCK, _TERMINATING_SIGNALS)
@@ -334,7 +334,13 @@ def _run(mountpoint: str, ready_fd: int | None,
                 # load: the thread had not got its turn before the caller's umount).
                 log.info("serving %s (pid %d)", mountpoint, os.getpid())
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _TERMINATING_SIGNALS)
-            fuse_loop.run(pyfuse3.main, fuse_loop.MIN_TASKS, fuse_loop.MAX_TASKS)
+            try:
+                fuse_loop.run(pyfuse3.main, fuse_loop.MIN_TASKS, fuse_loop.MAX_TASKS)
+            finally:
+                # The session is closed from here on: a late signal must not reach
+                # pyfuse3.terminate() (the defaults again, as trio's receiver left them).
+                for signum, handler in previous.items():
+                    signal.signal(signum, handler)
     except BaseException as exc:
         log.exception("the filesystem crashed; leaving the mount to report ENOTCONN")
         readiness.failed(f"the filesystem crashed before serving: {exc!r}")
