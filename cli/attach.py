@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import logging
 import os
 import selectors
 import signal
@@ -20,11 +19,12 @@ import termios
 import time
 import tty as ttymod
 
+from cli import logs
 from cli.errors import UserError
 from cli.attach_protocol import (FRAME_EXIT, FRAME_RESIZE, FRAME_STDERR, FRAME_STDIN, FRAME_STDIN_EOF,
                          FRAME_STDOUT, FrameReader, frame)
 
-log = logging.getLogger(__name__)
+log = logs.get(__name__)
 
 DETACH_KEYS = b"\x10\x11"      # Ctrl-P Ctrl-Q
 

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import logging
 
-from cli import containers
+from cli import containers, logs
 from cli.errors import UserError
 
-log = logging.getLogger(__name__)
+log = logs.get(__name__)
 
 
 def commit_config(base: dict, container, *, author: str, message: str,

@@ -29,27 +29,23 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
-import shutil
-import subprocess
-import sys
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
+from cli import logs
 from cli.errors import UserError
+from cli.unionmount import (DEFAULT_MOUNT_PROGRAM, MOUNT_PROGRAM_ENV,  # noqa: F401 -- re-exported
+                            MountProgramInWaiting, PendingMount, is_mounted, mount_program,
+                            mount_union, syncfs, unmount)
 
-# cli.runtime (the OCI spec, runc) is imported where used: diff, ps, inspect and
-# the other readers of a container need none of it.
+# cli.runtime (the OCI spec, runc), subprocess, shutil and datetime are imported where
+# used: diff, ps, inspect and the other readers of a container need none of them.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from cli import runtime
+    from cli.create_options import CreateOptions
 
-log = logging.getLogger(__name__)
-
-MOUNT_PROGRAM_ENV = "LAYERBOX_MOUNT_PROGRAM"
-DEFAULT_MOUNT_PROGRAM = "layerbox-overlayfs"
+log = logs.get(__name__)
 
 _ADJECTIVES = ("admiring", "bold", "brave", "busy", "calm", "clever", "eager", "elastic",
                "festive", "gentle", "happy", "jolly", "keen", "lucid", "nifty", "quirky",
@@ -60,6 +56,7 @@ _NAMES = ("archimedes", "bell", "curie", "darwin", "euler", "fermi", "galileo", 
 
 
 def now_rfc3339() -> str:
+    from datetime import datetime, timezone
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
@@ -68,14 +65,21 @@ class NoSuchContainer(UserError):
         super().__init__(f"No such container: {name}")
 
 
-@dataclass
 class Container:
-    id: str
-    name: str
-    image_id: str
-    created: str
-    record: dict
-    root: Path
+    """One container: its row (RECORD is the parsed JSON column) and the store ROOT.
+
+    A plain class rather than a dataclass: every command that reads a container would
+    otherwise import dataclasses (and inspect, ast, dis with it: ~6 ms of `diff`)."""
+
+    __slots__ = ("id", "name", "image_id", "created", "record", "root")
+
+    def __init__(self, id: str, name: str, image_id: str, created: str, record: dict,
+                 root: Path) -> None:
+        self.id, self.name, self.image_id = id, name, image_id
+        self.created, self.record, self.root = created, record, root
+
+    def __repr__(self) -> str:
+        return f"Container(id={self.id!r}, name={self.name!r}, image_id={self.image_id!r})"
 
     @property
     def short_id(self) -> str:
@@ -203,30 +207,6 @@ def _random_name(conn) -> str:
 
 # -- create ----------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class CreateOptions:
-    image: str
-    command: list[str]
-    name: str | None = None
-    entrypoint: str | None = None
-    env: tuple[str, ...] = ()
-    workdir: str | None = None
-    user: str | None = None
-    hostname: str | None = None
-    tty: bool = False
-    open_stdin: bool = False
-    network: str = "bridge"
-    #: -p mappings (cli.network.PortMapping as dicts), for the bridge network.
-    ports: tuple[dict, ...] = ()
-    auto_remove: bool = False
-    labels: tuple[str, ...] = ()               # KEY=VALUE, over the image's labels
-    stop_signal: str | None = None
-    #: runtime.Security fields: cap_add, cap_drop, privileged, read_only.
-    security: dict = field(default_factory=dict)
-    #: OCI runtime-spec mounts from -v/--mount/--tmpfs (cli.mounts).
-    mounts: tuple[dict, ...] = ()
-
-
 def container_config(image_config: dict, opts: CreateOptions, hostname: str, image_id: str) -> dict:
     """Docker's merge of the image config with the run flags."""
     cfg = image_config.get("config") or {}
@@ -256,13 +236,18 @@ def container_config(image_config: dict, opts: CreateOptions, hostname: str, ima
     }
 
 
-def create(store, opts: CreateOptions) -> Container:
-    """Make the record and the directories; nothing runs yet."""
+def new_container_id() -> str:
+    return os.urandom(32).hex()
+
+
+def create(store, opts: CreateOptions, *, container_id: str | None = None) -> Container:
+    """Make the record and the directories; nothing runs yet. CONTAINER_ID: one from
+    :func:`new_container_id` the caller needed before (``run``: for the mount)."""
     if opts.name is not None and not _valid_name(opts.name):
         raise UserError(f"Invalid container name ({opts.name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] "
                         "are allowed")
     image = store.resolve_image(opts.image)
-    container_id = os.urandom(32).hex()
+    container_id = container_id or new_container_id()
     hostname = opts.hostname or (os.uname().nodename if opts.network == "host"
                                  else container_id[:12])
     config = container_config(image.config, opts, hostname, image.id)
@@ -323,6 +308,7 @@ def processes(store, container: Container, ps_args: list[str]) -> tuple[list[str
     """``docker top``: the header and the rows of host ``ps PS_ARGS`` for the container's
     processes (its pids come from runc)."""
     require_running(container)
+    import subprocess
     pids = set(runc_for(store).pids(container.id))
     proc = subprocess.run(["ps", *(ps_args or ["-ef"])], capture_output=True, text=True)
     if proc.returncode != 0:
@@ -373,109 +359,17 @@ def _make_init_layer(init: Path, lowers: list[Path]) -> None:
 
 # -- the mount ----------------------------------------------------------------------------
 
-def mount_program() -> str:
-    """$LAYERBOX_MOUNT_PROGRAM, else layerbox-overlayfs from PATH or from our own venv."""
-    program = os.environ.get(MOUNT_PROGRAM_ENV) or DEFAULT_MOUNT_PROGRAM
-    if os.sep not in program and shutil.which(program) is None:
-        sibling = Path(sys.executable).parent / program
-        if sibling.exists():
-            return str(sibling)
-    return program
-
-
 def mount_rootfs(container: Container, store) -> Path:
     return start_mount_rootfs(container, store).wait()
 
 
-def start_mount_rootfs(container: Container, store) -> "PendingMount":
-    """Start mounting the container's rootfs at merged/; ``wait()`` for it."""
+def start_mount_rootfs(container: Container, store,
+                       waiting: MountProgramInWaiting | None = None) -> PendingMount:
+    """Start mounting the container's rootfs at merged/ (through WAITING, a mount program
+    already started, if given); ``wait()`` for it."""
     return PendingMount(container.lower_dirs(store), container.dir / "merged",
-                        upper=container.dir / "upper", work=container.dir / "work")
-
-
-def mount_union(lowers: list[Path], target: Path, *, upper: Path | None = None,
-                work: Path | None = None) -> None:
-    """Mount LOWERS (top first) at TARGET with the mount program; read-only without UPPER."""
-    PendingMount(lowers, target, upper=upper, work=work).wait()
-
-
-class PendingMount:
-    """The mount program, started and not yet waited for: its start-up (importing FUSE
-    bindings and trio) can overlap the caller's other work. ``wait()`` returns TARGET
-    once mounted, or raises the UserError the failure deserves."""
-
-    def __init__(self, lowers: list[Path], target: Path, *, upper: Path | None = None,
-                 work: Path | None = None) -> None:
-        options = "lowerdir=" + ":".join(str(p) for p in lowers)
-        if upper is not None:
-            options += f",upperdir={upper},workdir={work}"
-        self.target = target
-        self._cmd = [mount_program(), "-o", options, str(target)]
-        log.debug("mounting: %s", " ".join(self._cmd))
-        try:
-            self._proc: subprocess.Popen | None = subprocess.Popen(
-                self._cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE, text=True)
-        except FileNotFoundError:
-            self._proc = None
-
-    def wait(self) -> Path:
-        if self._proc is None:
-            raise UserError(f"mount program not found: {self._cmd[0]}")
-        try:
-            stdout, stderr = self._proc.communicate(timeout=120)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.communicate()
-            raise
-        if self._proc.returncode != 0:
-            detail = (stderr or stdout).strip().splitlines()
-            raise UserError("cannot mount the container's root filesystem: "
-                            + (detail[-1] if detail else "failed"))
-        return self.target
-
-    def abandon(self) -> None:
-        """The caller failed before it needed the mount: wait for it and take it down."""
-        with contextlib.suppress(Exception):
-            self.wait()
-        unmount(self.target)
-
-
-def is_mounted(path: Path) -> bool:
-    target = os.fsencode(os.path.abspath(path))
-    with open("/proc/self/mountinfo", "rb") as f:
-        for line in f:
-            fields = line.split()
-            if len(fields) > 4 and fields[4].replace(b"\\040", b" ") == target:
-                return True
-    return False
-
-
-def unmount(path: Path) -> None:
-    """Unmount the union mount; lazily if something still holds it."""
-    if not is_mounted(path):
-        return
-    for cmd in (["fusermount3", "-u", str(path)], ["fusermount3", "-u", "-z", str(path)],
-                ["umount", "-l", str(path)]):
-        if subprocess.run(cmd, capture_output=True).returncode == 0 and not is_mounted(path):
-            return
-    log.warning("could not unmount %s", path)
-
-
-def syncfs(path: Path) -> None:
-    """Make a union mount write back cached data, so its upper dir is current."""
-    import ctypes
-    libc = ctypes.CDLL(None, use_errno=True)
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError as exc:     # a dead mount: upper/ is as current as it will get
-        log.warning("cannot flush %s: %s", path, exc.strerror)
-        return
-    try:
-        if libc.syncfs(fd) != 0:
-            log.debug("syncfs %s: errno %d", path, ctypes.get_errno())
-    finally:
-        os.close(fd)
+                        upper=container.dir / "upper", work=container.dir / "work",
+                        waiting=waiting)
 
 
 # -- removal --------------------------------------------------------------------------------
@@ -489,6 +383,7 @@ def remove_files(cdir: Path) -> None:
     merged = cdir / "merged"
     if merged.exists():
         unmount(merged)
+    import shutil
     shutil.rmtree(cdir, ignore_errors=True)
 
 
@@ -525,23 +420,35 @@ def remove(store, container: Container, *, force: bool = False,
 
 # -- start / stop ---------------------------------------------------------------------------
 
-def start(store, container: Container, *, attach_first: bool = False) -> dict:
+def start(store, container: Container, *, attach_first: bool = False,
+          mounting: PendingMount | None = None) -> dict:
     """Start a created or exited container under a new monitor; returns its readiness
     message ({"status": "running"|"created"}). A start failure is a UserError carrying
-    Docker's exit code (125, 126 not executable, 127 not found)."""
-    status = container.status()
-    if status in ("running", "paused"):
-        raise UserError(f"container {container.name} is already running")
-    if status == "dead":
-        raise UserError(f"container {container.name}: its monitor died; remove it with rm -f")
+    Docker's exit code (125, 126 not executable, 127 not found).
+
+    MOUNTING: the rootfs mount, started by the caller (``run``); the monitor takes it
+    over, and it is taken down here if the start fails before that."""
     from cli.monitor_spawn import spawn
-    for leftover in ("attach.sock", "console.sock"):
-        (container.dir / leftover).unlink(missing_ok=True)
-    if not container.dir.is_dir():
-        raise UserError(f"container {container.name}: its directory {container.dir} is missing")
-    update_state(store, container.id, status="created", error="", monitor_pid=0)
-    ready = spawn(store.root, container.id, attach_first=attach_first,
-                          store=store)
+    try:
+        status = container.status()
+        if status in ("running", "paused"):
+            raise UserError(f"container {container.name} is already running")
+        if status == "dead":
+            raise UserError(f"container {container.name}: its monitor died; "
+                            "remove it with rm -f")
+        for leftover in ("attach.sock", "console.sock"):
+            (container.dir / leftover).unlink(missing_ok=True)
+        if not container.dir.is_dir():
+            raise UserError(f"container {container.name}: its directory {container.dir} "
+                            "is missing")
+        if container.state != {"status": "created"}:    # not a fresh one from create()
+            update_state(store, container.id, status="created", error="", monitor_pid=0)
+    except BaseException:
+        if mounting is not None:
+            mounting.abandon()
+        raise
+    ready = spawn(store.root, container.id, attach_first=attach_first, store=store,
+                  mounting=mounting)
     if "error" in ready:
         raise UserError(ready["error"], ready.get("exit_code", 125))
     return ready

@@ -8,16 +8,16 @@ layers — the same union the container saw, without touching its upper dir.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import tempfile
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
+from cli import logs
 from cli import containers
 from cli.errors import UserError
 
-log = logging.getLogger(__name__)
+log = logs.get(__name__)
 
 
 def export_container(store, container: containers.Container, out: BinaryIO) -> None:

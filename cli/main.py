@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import os
 import sys
 
+from cli import logs
 from cli.errors import UserError
 
 #: Command modules under cli/commands/, in the order `layerbox --help` lists them.
@@ -74,8 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         argv = sys.argv[1:]
     parser = build_parser(*invoked_module(argv))
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
-                        format="%(levelname)s %(name)s: %(message)s")
+    logs.configure(args.debug)
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return 1

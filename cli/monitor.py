@@ -130,7 +130,13 @@ class Monitor:
                                           **self.container.record.get("security", {})))
             runtime.write_bundle(self.cdir / "bundle", spec)
             in_runc = True
-            self._create()
+            # One `runc run -d` instead of `runc create` + `runc start` (a runc process
+            # less, ~10 ms) when nothing must happen between the two: the bridge network
+            # is joined to the created namespace, and a tty gets the attached client's
+            # size first. Output is not lost meanwhile: we read the pipes only once the
+            # first client is attached.
+            started = not self.tty and self.container.record.get("network") != "bridge"
+            self._create(start=started)
             self._connect_network()
         except Exception as exc:  # every failure before start is reported to the client
             message = str(exc) or type(exc).__name__
@@ -145,7 +151,8 @@ class Monitor:
             self._ready({"status": "created"})
             self._wait_first_client()
         try:
-            self.runc.start(self.container.id)
+            if not started:
+                self.runc.start(self.container.id)
         except Exception as exc:
             message = str(exc)
             code = start_error_exit_code(message)
@@ -162,14 +169,16 @@ class Monitor:
         self._send_exit(code)
         return code
 
-    def _create(self) -> None:
+    def _create(self, start: bool = False) -> None:
+        """``runc create`` (START: ``runc run --detach``, started as well)."""
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
         pid_file = self.cdir / "bundle" / "pid"
         pid_file.unlink(missing_ok=True)
         runc_log = self.cdir / "bundle" / "runc.log"
         runc_log.unlink(missing_ok=True)
-        args = ["--log", str(runc_log), "--log-format", "json", "create",
+        args = ["--log", str(runc_log), "--log-format", "json",
+                *(["run", "--detach"] if start else ["create"]),
                 "--bundle", str(self.cdir / "bundle"), "--pid-file", str(pid_file)]
         devnull = os.open(os.devnull, os.O_RDWR)
         child_fds: list[int] = []
@@ -581,19 +590,27 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def serve(root: str, container_id: str, ready_fd: int, attach_first: bool,
-           debug: bool) -> int:
+           debug: bool, mounting=None) -> int:
+    """Monitor the container until it has stopped; the exit code. MOUNTING: its rootfs
+    mount if started already (a RelayedMount from the client that forked us)."""
     for sig in (signal.SIGHUP, signal.SIGINT, signal.SIGPIPE, signal.SIGTTOU, signal.SIGTTIN):
         signal.signal(sig, signal.SIG_IGN)
     logging.basicConfig(level=logging.DEBUG if debug else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     from cli import containers
     from cli.store.store import Store
-    store = Store.open(root)
-    container = containers.lookup(store, container_id)
-    os.chdir(container.dir)
+    try:
+        store = Store.open(root)
+        container = containers.lookup(store, container_id)
+        os.chdir(container.dir)
+    except BaseException:
+        if mounting is not None:
+            mounting.abandon()
+        raise
     # The mount program takes longest to come up: it starts first and the rest of the
     # set-up overlaps with it (Monitor.run waits for it before it needs the rootfs).
-    mounting = containers.start_mount_rootfs(container, store)
+    if mounting is None:
+        mounting = containers.start_mount_rootfs(container, store)
     failed = {"error": f"the container monitor failed; see {container.dir / 'monitor.log'}",
               "exit_code": 125}
     try:

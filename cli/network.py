@@ -18,10 +18,10 @@ import shutil
 import socket
 import subprocess
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from cli.errors import UserError
+from cli.values import Record
 
 SLIRP = "slirp4netns"
 CONTAINER_IP = "10.0.2.100"
@@ -40,12 +40,11 @@ def normalize_mode(mode: str) -> str:
     return mode
 
 
-@dataclass(frozen=True)
-class PortMapping:
-    host_ip: str
-    host_port: int
-    container_port: int
-    proto: str = "tcp"
+class PortMapping(Record):
+    """host_ip, host_port, container_port, proto ("tcp")."""
+
+    __slots__ = FIELDS = ("host_ip", "host_port", "container_port", "proto")
+    DEFAULTS = ("tcp",)
 
     def docker_key(self) -> str:
         return f"{self.container_port}/{self.proto}"

@@ -50,6 +50,10 @@ class Record:
     def __hash__(self) -> int:
         return hash(self._key())
 
+    def as_dict(self) -> dict:
+        """The fields and their values (``dataclasses.asdict`` of a flat record)."""
+        return {f: getattr(self, f) for f in self.FIELDS}
+
     def __repr__(self) -> str:
         inner = ", ".join(f"{f}={getattr(self, f)!r}" for f in self.FIELDS)
         return f"{type(self).__name__}({inner})"

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import secrets
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
@@ -41,7 +40,7 @@ def _dir(store, name: str) -> Path:
 def create(store, name: str | None = None, labels: dict | None = None,
            anonymous: bool = False) -> dict:
     """Create NAME (a random name if None); an existing NAME is returned as it is."""
-    name = name or secrets.token_hex(32)
+    name = name or os.urandom(32).hex()    # not secrets: it loads OpenSSL (hashlib)
     vdir = _dir(store, name)
     if (vdir / "volume.json").exists():
         return inspect(store, name)

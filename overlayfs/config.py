@@ -3,13 +3,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 IdMapping = tuple[int, int, int]  # (from, to, length), as fuse-overlayfs' uidmapping=
 
 
-@dataclass(frozen=True)
-class MountConfig:
+class MountConfig(NamedTuple):
+    """Immutable; a NamedTuple rather than a frozen dataclass because importing
+    dataclasses (and inspect) is 5-9 ms of the mount program's start-up, and pyfuse3
+    imports typing anyway."""
+
     mountpoint: str
     #: Absolute, symlink-resolved lower directories, topmost first.
     lowers: tuple[str, ...]
@@ -36,4 +39,4 @@ class MountConfig:
     #: Mount options handed to the kernel unchanged (``context=…``, ``nodev``, …).
     kernel_options: tuple[str, ...] = ()
     #: One line per ignored unknown option, printed as warnings.
-    warnings: tuple[str, ...] = field(default=())
+    warnings: tuple[str, ...] = ()

@@ -22,8 +22,10 @@ Lifecycle (the readiness contract Podman and mount(8) rely on):
    then answers ENOTCONN, which tells the user something is wrong, where a silent
    unmount would let writes land in the empty mountpoint directory.
 
-The /dev/fuse descriptor opened by ``pyfuse3.init`` survives ``fork``; trio is only
-started in the process that serves (``trio.run`` must not straddle a fork).
+The /dev/fuse descriptor opened by ``pyfuse3.init`` survives ``fork``. The serving
+loop is :mod:`overlayfs.fuse_loop` (no trio: its import alone took longer than the
+rest of the start-up). The terminating signals are blocked from before the fork until
+the child's handlers are in place, so a SIGTERM in between still unmounts.
 """
 
 from __future__ import annotations
@@ -33,13 +35,12 @@ import logging
 import os
 import signal
 import sys
-import tempfile
+import threading
 from collections.abc import Callable, Iterator
 
-import pyfuse3
-import trio
-
 from overlayfs import fuse_loop
+
+pyfuse3 = fuse_loop.import_pyfuse3()
 from overlayfs.config import MountConfig
 from overlayfs.options import PROG, InfoRequested, OptionError, parse_command_line
 
@@ -54,9 +55,24 @@ _CONFLICTING = (("suid", "nosuid"), ("dev", "nodev"), ("exec", "noexec"), ("rw",
 _TERMINATING_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
+#: ``layerbox-overlayfs --args-on-stdin [ARG...]``: import everything first, then read
+#: the rest of the command line from stdin (arguments separated by NUL bytes, up to EOF)
+#: and go on with ARG... plus those; an empty stdin means the caller gave up: exit 0,
+#: nothing mounted. ``layerbox run`` starts us this way (ARG: the mountpoint, so that
+#: ps still shows what a daemon serves) before it has made the container, so that our
+#: start-up overlaps with its own.
+ARGS_ON_STDIN = "--args-on-stdin"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console script entry: returns the exit status."""
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == [ARGS_ON_STDIN]:
+        import overlayfs.operations  # noqa: F401 -- loaded while the caller still works
+        data = sys.stdin.buffer.read()
+        if not data:
+            return 0
+        argv = argv[1:] + [os.fsdecode(arg) for arg in data.split(b"\0")]
     try:
         config = parse_command_line(argv)
     except InfoRequested as info:
@@ -77,7 +93,14 @@ def main(argv: list[str] | None = None) -> int:
         where = f"'{exc.filename}': " if exc.filename else ""
         print(f"{PROG}: cannot open layers: {where}{exc.strerror or exc}", file=sys.stderr)
         return 1
-    return serve(config, operations, fuse_options)
+    status = serve(config, operations, fuse_options)
+    # Whoever started us waits for this exit (the detaching parent's, most often): skip
+    # the interpreter's teardown of every module (5-10 ms). Nothing is left to flush but
+    # stdio and the log handlers.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 def configure_logging(config: MountConfig) -> None:
@@ -125,8 +148,12 @@ def serve(config: MountConfig, operations: pyfuse3.Operations, fuse_options: set
     sys.stdout.flush()
     sys.stderr.flush()
     ready_r, ready_w = os.pipe()
+    # Blocked until the child's handlers are in place (_run): a SIGTERM that comes
+    # between fork and serving must unmount too, not kill the child with the mount left.
+    signal.pthread_sigmask(signal.SIG_BLOCK, _TERMINATING_SIGNALS)
     pid = os.fork()
     if pid:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _TERMINATING_SIGNALS)
         os.close(ready_w)
         os.close(log_fd)
         return _wait_until_serving(pid, ready_r, config.mountpoint)
@@ -194,7 +221,8 @@ def _captured_stderr() -> Iterator[list[str]]:
     the text is in the yielded list once the block is left."""
     sys.stderr.flush()
     captured: list[str] = []
-    with tempfile.TemporaryFile() as capture:
+    # A memfd, not tempfile.TemporaryFile: importing tempfile is 4-6 ms of start-up.
+    with open(os.memfd_create("layerbox-overlayfs-stderr", os.MFD_CLOEXEC), "w+b") as capture:
         saved = os.dup(2)
         os.dup2(capture.fileno(), 2)
         try:
@@ -255,6 +283,7 @@ class _Readiness:
 
     def __init__(self, fd: int | None):
         self._fd = fd
+        self._lock = threading.Lock()   # the announcing thread and the loop's end race
 
     def ready(self) -> None:
         self._tell(_READY)
@@ -263,7 +292,8 @@ class _Readiness:
         self._tell(reason.encode(errors="replace"))
 
     def _tell(self, message: bytes) -> None:
-        fd, self._fd = self._fd, None
+        with self._lock:
+            fd, self._fd = self._fd, None
         if fd is None:
             return
         try:
@@ -279,62 +309,59 @@ def _run(mountpoint: str, ready_fd: int | None,
     """Serve until unmounted or signalled; the exit status. RELEASE (closing the
     layers) is called as soon as the FUSE loop ends."""
     readiness = _Readiness(ready_fd)
+    signalled: list[int] = []
+
+    def unmount_on_signal(signum, _frame) -> None:
+        # May run between any two bytecodes of a request: only flag the end here.
+        signalled.append(signum)
+        pyfuse3.terminate()
+
     try:
-        signalled = trio.run(_serve_until_unmounted, mountpoint, readiness, release)
+        with fuse_loop.installed():
+            # Handlers before the first request is read, and before the signals the
+            # parent blocked for us are let in.
+            previous = {signum: signal.signal(signum, unmount_on_signal)
+                        for signum in _TERMINATING_SIGNALS}
+            # The announcing thread starts with them blocked and keeps them so: they are
+            # then always delivered to this thread, whose poll they interrupt.
+            signal.pthread_sigmask(signal.SIG_BLOCK, _TERMINATING_SIGNALS)
+            if ready_fd is not None:
+                threading.Thread(target=_announce_when_serving, args=(mountpoint, readiness),
+                                 name="announce", daemon=True).start()
+            else:
+                # In the foreground nobody waits for the announcement, and a stat still
+                # in flight would make an unmount right after fail with EBUSY (seen under
+                # load: the thread had not got its turn before the caller's umount).
+                log.info("serving %s (pid %d)", mountpoint, os.getpid())
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _TERMINATING_SIGNALS)
+            try:
+                fuse_loop.run(pyfuse3.main, fuse_loop.MIN_TASKS, fuse_loop.MAX_TASKS)
+            finally:
+                # The session is closed from here on: a late signal must not reach
+                # pyfuse3.terminate() (the defaults again, as trio's receiver left them).
+                for signum, handler in previous.items():
+                    signal.signal(signum, handler)
     except BaseException as exc:
         log.exception("the filesystem crashed; leaving the mount to report ENOTCONN")
-        readiness.failed(f"the filesystem crashed before serving: {_innermost(exc)!r}")
+        readiness.failed(f"the filesystem crashed before serving: {exc!r}")
         pyfuse3.close(unmount=False)
         return 1
+    # Nothing is served any more: free the layers before anything else (see below).
+    if release is not None:
+        _release_layers(release)
     readiness.failed("the mount went away before it was served")  # no-op once ready
-    pyfuse3.close(unmount=signalled)
+    pyfuse3.close(unmount=bool(signalled))
+    if signalled:
+        log.info("received %s: unmounting", signal.Signals(signalled[0]).name)
     log.info("unmounted %s (%s); exiting", mountpoint,
              "on a signal" if signalled else "from outside")
     return 0
 
 
-def _innermost(exc: BaseException) -> BaseException:
-    """The one real error inside trio's nested exception groups, for a one-line message."""
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return exc
-
-
-async def _serve_until_unmounted(mountpoint: str, readiness: _Readiness,
-                                 release: Callable[[], None] | None = None) -> bool:
-    """Run the FUSE loop; True if a signal ended it (we must unmount), False if the
-    kernel did (the mount is already gone).
-
-    RELEASE closes the layer fds the moment the loop ends: umount(8) returns before we
-    exit, and while we hold them the file systems below stay busy (``umount merged;
-    umount lower-fs`` right after, as fuse-overlayfs' tests do, failed with EBUSY)."""
-    signalled = False
-
-    async def unmount_on_signal(task_status=trio.TASK_STATUS_IGNORED) -> None:
-        nonlocal signalled
-        with trio.open_signal_receiver(*_TERMINATING_SIGNALS) as signals:
-            task_status.started()
-            async for signum in signals:
-                log.info("received %s: unmounting", signal.Signals(signum).name)
-                signalled = True
-                pyfuse3.terminate()
-                return
-
-    async with trio.open_nursery() as nursery:
-        # Handlers in place before the first request: the loop may then serve a burst
-        # without giving the other tasks a turn (see overlayfs.fuse_loop).
-        await nursery.start(unmount_on_signal)
-        nursery.start_soon(_announce_when_serving, mountpoint, readiness)
-        with fuse_loop.installed():  # none of our handlers awaits: one worker serves
-            await pyfuse3.main(min_tasks=fuse_loop.MIN_TASKS, max_tasks=fuse_loop.MAX_TASKS)
-        # Nothing is served any more: free the layers before trio winds down.
-        if release is not None:
-            _release_layers(release)
-        nursery.cancel_scope.cancel()
-    return signalled
-
-
 def _release_layers(release: Callable[[], None]) -> None:
+    """Close the layer fds the moment the loop ends: umount(8) returns before we exit,
+    and while we hold them the file systems below stay busy (``umount merged; umount
+    lower-fs`` right after, as fuse-overlayfs' tests do, failed with EBUSY)."""
     try:
         release()
     except Exception:  # the process exits right after: closing is best effort
@@ -343,15 +370,16 @@ def _release_layers(release: Callable[[], None]) -> None:
         log.debug("layers released")
 
 
-async def _announce_when_serving(mountpoint: str, readiness: _Readiness) -> None:
-    """Stat the mountpoint through our own loop: once the kernel has an answer, the
-    FUSE handshake is done and requests are served, so the parent may exit."""
+def _announce_when_serving(mountpoint: str, readiness: _Readiness) -> None:
+    """Stat the mountpoint through our own loop (from a thread: the loop is the main
+    thread's): once the kernel has an answer, the FUSE handshake is done and requests
+    are served, so the parent may exit."""
     try:
-        await trio.to_thread.run_sync(os.stat, mountpoint, abandon_on_cancel=True)
+        os.stat(mountpoint)
     except OSError as exc:
         log.error("the new mount does not answer: %s", exc)
         readiness.failed(f"the new mount does not answer: {exc.strerror}")
-        raise
+        return
     log.info("serving %s (pid %d)", mountpoint, os.getpid())
     readiness.ready()
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import logging
 import os
 import posixpath
 import shutil
@@ -22,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cli import logs
 from cli.build import instructions as ins
 from cli.build.convert import parse_dockerfile, parse_onbuild_trigger
 from cli.build.dockerignore import DockerIgnore
@@ -30,9 +30,10 @@ from cli.build.history import copy_source_summary
 from cli.build.scope import StageScope, expand_from, resolve_meta_args, stages_needed
 from cli.build.sources import (SourceTree, Stager, download, parse_chmod, parse_chown,
                                sources_digest, tree_digest)
+from cli.create_options import CreateOptions
 from cli.errors import UserError
 
-log = logging.getLogger(__name__)
+log = logs.get(__name__)
 
 
 @dataclass
@@ -404,7 +405,7 @@ class Builder:
             raise UserError("RUN needs a base image with a shell (FROM scratch has none)")
         argv = run_argv(instr, scope.shell)
         cfg = config.get("config") or {}
-        opts = containers.CreateOptions(
+        opts = CreateOptions(
             image=parent.id, command=argv, entrypoint="", env=tuple(scope.run_env()),
             workdir=scope.workdir, user=cfg.get("User") or "", network=network,
             security={"privileged": True} if insecure else {})

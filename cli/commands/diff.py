@@ -39,6 +39,7 @@ def diff(args) -> int:
         return 0
     if args.format:
         raise UserError(f"unsupported --format {args.format!r} (json)")
-    for change in found:
-        print(str(change))
+    if found:
+        import sys
+        sys.stdout.write("".join(f"{change}\n" for change in found))
     return 0

@@ -93,11 +93,10 @@ def _security(args) -> dict:
             for name in ("cap_add", "cap_drop", "privileged", "read_only")}
 
 
-def create_from_args(store, args):
-    import dataclasses
-
+def create_from_args(store, args, container_id: str | None = None):
     from cli import containers, mounts, network
     from cli.commands.pull import ensure_image
+    from cli.create_options import CreateOptions
     mode = network.normalize_mode(args.network)
     ports = [network.parse_publish(p) for p in args.publish]
     if ports and mode != "bridge":
@@ -105,33 +104,51 @@ def create_from_args(store, args):
         print(f"WARNING: Published ports are discarded when using {mode} network mode",
               file=sys.stderr)
         ports = []
-    opts = containers.CreateOptions(
+    opts = CreateOptions(
         image=args.image, command=list(args.command), name=args.name,
         entrypoint=args.entrypoint, env=_env_items(args), workdir=args.workdir,
         user=args.user, hostname=args.hostname, tty=args.tty, open_stdin=args.interactive,
-        network=mode, ports=tuple(dataclasses.asdict(p) for p in ports), auto_remove=args.rm,
+        network=mode, ports=tuple(p.as_dict() for p in ports), auto_remove=args.rm,
         labels=tuple(label if "=" in label else f"{label}=" for label in args.label),
         stop_signal=args.stop_signal, security=_security(args),
         mounts=tuple(mounts.parse_all(args.volume, args.mount, args.tmpfs)))
     import sys
     ensure_image(store, args.image, args.pull, args, sys.stderr)
-    return containers.create(store, opts)
+    return containers.create(store, opts, container_id=container_id)
 
 
 def run(args) -> int:
     import os
+    if args.tty and args.interactive and not args.detach and not os.isatty(0):
+        raise UserError("the input device is not a TTY")
+    # The mount program starts before anything else: its start-up (60-80 ms) then runs
+    # while we import, open the store and make the container, instead of after.
+    from pathlib import Path
+
+    from cli import monitor_spawn, unionmount
+    container_id = waiting = None
+    if monitor_spawn.can_fork():
+        container_id = os.urandom(32).hex()     # containers.new_container_id, unimported
+        waiting = unionmount.MountProgramInWaiting.start(
+            Path(os.path.abspath(args.root)) / "containers" / container_id / "merged")
 
     from cli import containers
     from cli.store.store import Store
-    if args.tty and args.interactive and not args.detach and not os.isatty(0):
-        raise UserError("the input device is not a TTY")
-    with Store.open(args.root) as store:
-        container = create_from_args(store, args)
-        if args.detach:
-            containers.start(store, container)
-            print(container.id)
-            return 0
-        containers.start(store, container, attach_first=True)
+    try:
+        with Store.open(args.root) as store:
+            container = create_from_args(store, args, container_id)
+            mounting = None
+            if waiting is not None:
+                mounting = containers.start_mount_rootfs(container, store, waiting)
+                waiting = None
+            if args.detach:
+                containers.start(store, container, mounting=mounting)
+                print(container.id)
+                return 0
+            containers.start(store, container, attach_first=True, mounting=mounting)
+    finally:
+        if waiting is not None:      # failed before the container was made
+            waiting.cancel()
     return attach_started(args.root, container, stdin=args.interactive, tty=args.tty)
 
 

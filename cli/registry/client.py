@@ -13,7 +13,6 @@ from __future__ import annotations
 import http.client
 import ipaddress
 import json
-import logging
 import os
 import re
 import socket
@@ -22,10 +21,11 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from cli import logs
 from cli.errors import UserError
 from cli.registry.auth import Credentials
 
-log = logging.getLogger(__name__)
+log = logs.get(__name__)
 
 TIMEOUT = 60
 PROBE_TIMEOUT = 10

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 
+from cli import logs
 from cli.reference import Reference, parse_reference
 from cli.registry.client import RegistryClient, RegistryError, TransferError
 from cli.registry.progress import Progress
@@ -26,7 +26,7 @@ from cli.store.model import (DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, INDEX_TYPES,
 from cli.store.store import Store
 from cli.store.transfer import record_repo_digest, short
 
-log = logging.getLogger(__name__)
+log = logs.get(__name__)
 
 MANIFEST_ACCEPT = ", ".join((OCI_MANIFEST, DOCKER_MANIFEST, OCI_INDEX, DOCKER_MANIFEST_LIST))
 MAX_MANIFEST = 4 << 20

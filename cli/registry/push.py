@@ -11,10 +11,10 @@ shows.
 
 from __future__ import annotations
 
-import logging
 import os
 from typing import BinaryIO
 
+from cli import logs
 from cli.errors import UserError
 from cli.reference import parse_reference
 from cli.registry.client import Body, RegistryClient, RegistryError, TransferError, with_query
@@ -25,7 +25,7 @@ from cli.store.store import Store
 from cli.store.transfer import (blob_size, manifest_bytes, manifest_media_type, mount_sources,
                                 record_repo_digest, short)
 
-log = logging.getLogger(__name__)
+log = logs.get(__name__)
 
 DEFAULT_CHUNK_SIZE = 16 << 20
 

@@ -9,12 +9,10 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
-import logging
 import os
 import shutil
 import sqlite3
 from collections.abc import Callable, Iterator
-from datetime import datetime, timezone
 from pathlib import Path
 
 # Names for annotations only: importing typing is 2-4 ms of every command's start-up.
@@ -22,6 +20,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import BinaryIO
 
+from cli import logs
 from cli.reference import is_hex64, parse_tagged, try_parse
 from cli.store import db, gc
 from cli.store.blobs import CHUNK, BlobStore, HashingWriter, fsync_dir, temp_name
@@ -30,10 +29,11 @@ from cli.store.layout import ensure_layout, publish_index
 from cli.store.model import (COMPRESSION_MEDIA_TYPES, OCI_CONFIG, OCI_MANIFEST, Image, Layer,
                              chain_id, hex_of)
 
-log = logging.getLogger(__name__)
+log = logs.get(__name__)
 
 
 def now_rfc3339() -> str:
+    from datetime import datetime, timezone   # only the writers need it
     return datetime.now(timezone.utc).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 

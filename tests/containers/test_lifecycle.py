@@ -236,11 +236,12 @@ def test_dead_mount_is_reported_and_rm_f_cleans_up(root):
 
 def test_run_to_exit_for_builders(root):
     from cli import commit, containers
+    from cli.create_options import CreateOptions
     from cli.store.store import Store
     read_fd, write_fd = os.pipe()
     with Store.open(root) as store:
         container, code = containers.run_to_exit(
-            store, containers.CreateOptions(image="busybox", command=[
+            store, CreateOptions(image="busybox", command=[
                 "sh", "-c", "echo built > /artifact; echo log-line; exit 0"]),
             out_fd=write_fd, err_fd=write_fd)
         os.close(write_fd)

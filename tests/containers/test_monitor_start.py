@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -71,3 +72,67 @@ def test_monitor_is_detached(root, exec_monitor):
     assert len(db_fds) == 1                        # its own connection only
     _cli(root, "rm", "-f", "bg", exec_monitor=False)
     assert not (root / "containers" / cid).exists()
+
+
+def _failing_mount_program(tmp_path):
+    """A stand-in named like ours (so `run` starts it early and hands it the options on
+    stdin), refusing every mount the way ours reports a refusal."""
+    program = tmp_path / "bin" / "layerbox-overlayfs"
+    program.parent.mkdir()
+    program.write_text("#!/bin/sh\ncat >/dev/null\n"
+                       "echo \"layerbox-overlayfs: cannot mount on '$2': refused for the test\" >&2\n"
+                       "exit 1\n")
+    program.chmod(0o755)
+    return program
+
+
+@pytest.mark.parametrize("exec_monitor", [False, True], ids=["fork", "exec"])
+def test_a_mount_failure_is_the_runs_one_line_error(root, tmp_path, exec_monitor, monkeypatch):
+    """Forked, the monitor learns of the mount from the client (the mount program is the
+    client's child); exec'd, it mounts itself. The user sees the same either way."""
+    monkeypatch.setenv("LAYERBOX_MOUNT_PROGRAM", str(_failing_mount_program(tmp_path)))
+    proc = _cli(root, "run", "--name", "m", "--network", "none", "busybox", "true",
+                exec_monitor=exec_monitor, check=False)
+    assert proc.returncode == 125
+    assert proc.stderr.startswith("Error: cannot mount the container's root filesystem: "
+                                  "layerbox-overlayfs: cannot mount on '")
+    assert proc.stderr.endswith("': refused for the test\n") and proc.stderr.count("\n") == 1
+    monkeypatch.delenv("LAYERBOX_MOUNT_PROGRAM")
+    state = json.loads(_cli(root, "inspect", "m", exec_monitor=False).stdout)[0]["State"]
+    assert state["Status"] == "exited" and "refused for the test" in state["Error"]
+
+
+def test_a_run_that_fails_before_the_container_exists_leaves_no_mount_program(root):
+    """`run` starts the mount program before it looks for the image."""
+    proc = _cli(root, "run", "--pull", "never", "--rm", "no-such-image:1", "true",
+                exec_monitor=False, check=False)
+    assert proc.returncode != 0 and proc.stderr.count("\n") == 1
+    waiting = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read()
+        except OSError:
+            continue
+        if b"--args-on-stdin" in cmdline and os.fsencode(root) in cmdline:
+            waiting.append(pid)
+    assert waiting == []
+    assert os.listdir(root / "containers") == []
+
+
+def test_another_installs_mount_program_first_on_path_gets_its_command_line_in_argv(
+        root, tmp_path, monkeypatch):
+    """An older layerbox-overlayfs ahead on PATH (a system link to another checkout) knows
+    no --args-on-stdin: run must not start it early, only the usual way."""
+    real = Path(sys.executable).parent / "layerbox-overlayfs"
+    program = tmp_path / "bin" / "layerbox-overlayfs"
+    program.parent.mkdir()
+    program.write_text("#!/bin/sh\n"
+                       "[ \"$1\" = --args-on-stdin ] && { echo 'unknown: '$1 >&2; exit 1; }\n"
+                       f"exec {real} \"$@\"\n")
+    program.chmod(0o755)
+    monkeypatch.delenv("LAYERBOX_MOUNT_PROGRAM", raising=False)
+    monkeypatch.setenv("PATH", f"{program.parent}{os.pathsep}{os.environ['PATH']}")
+    proc = _cli(root, "run", "--rm", "--network", "none", "busybox", "echo", "ok",
+                exec_monitor=False)
+    assert proc.stdout == "ok\n"

@@ -155,3 +155,46 @@ def test_layers_are_released_before_the_rest_of_the_shutdown(layers):
     err = m.final["stderr"]
     assert "layers released" in err, err[-2000:]
     assert err.index("layers released") < err.index("(from outside); exiting")
+
+
+def _args_on_stdin(mnt, stdin: bytes) -> subprocess.CompletedProcess:
+    return subprocess.run([mount_program(), "--args-on-stdin", str(mnt)], input=stdin,
+                          capture_output=True, timeout=60)
+
+
+def test_args_on_stdin_completes_the_command_line_and_ps_shows_the_mountpoint(layers):
+    """What `layerbox run` does: start the program first, tell it the layers later."""
+    mnt = layers / "mnt"
+    options = f"lowerdir={layers / 'low1'}:{layers / 'low2'}"
+    try:
+        result = _args_on_stdin(mnt, b"\0".join([b"-o", os.fsencode(options)]))
+        assert result.returncode == 0, result.stderr
+        assert (result.stdout, result.stderr) == (b"", b"")
+        assert (mnt / "bottom.txt").read_text() == "from the bottom layer\n"
+        servers = [pid for pid in os.listdir("/proc") if pid.isdigit()
+                   and _cmdline(pid)[-2:] == [b"--args-on-stdin", os.fsencode(mnt)]]
+        assert len(servers) == 1
+    finally:
+        subprocess.run(["fusermount3", "-u", "-z", str(mnt)], capture_output=True)
+
+
+def _cmdline(pid: str) -> list[bytes]:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().split(b"\0")[:-1]
+    except OSError:
+        return []
+
+
+def test_args_on_stdin_with_nothing_on_stdin_mounts_nothing(layers):
+    result = _args_on_stdin(layers / "mnt", b"")
+    assert (result.returncode, result.stdout, result.stderr) == (0, b"", b"")
+    assert mount_entry(layers / "mnt") is None
+
+
+def test_args_on_stdin_bad_options_are_one_line_exit_1(layers):
+    result = _args_on_stdin(layers / "mnt", b"-o\0lowerdir=" + os.fsencode(layers / "nope"))
+    assert result.returncode == 1
+    assert result.stderr == (f"layerbox-overlayfs: lowerdir '{layers / 'nope'}' does not "
+                             "exist\n").encode()
+    assert mount_entry(layers / "mnt") is None
