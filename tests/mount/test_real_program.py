@@ -76,6 +76,16 @@ def test_without_upperdir_the_mount_is_read_only(layers):
         assert error.value.errno == errno.EROFS
 
 
+def test_the_mount_reads_ahead_a_full_request(layers):
+    """Big sequential reads arrive in 1 MiB READs, not the kernel's default 256 KiB;
+    the readahead is raised once the mount serves (the INIT reply would cap it)."""
+    with mounted(overlay_argv(layers / "mnt", [layers / "low1"]), layers / "mnt"):
+        dev = os.stat(layers / "mnt").st_dev
+        knob = f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb"
+        with open(knob) as f:
+            assert int(f.read()) == 1024
+
+
 def test_stale_workdir_staging_is_removed(layers):
     (layers / "work" / "leftover-copyup").write_text("half a file")
     (layers / "work" / "leftover-dir").mkdir()
