@@ -17,6 +17,21 @@ from overlayfs.longpath import near
 from overlayfs.nodes import ROOT_INODE, Node, os_error as _err
 
 
+#: How much of a file opened for reading is asked from the disk at open time.
+PREFETCH_BYTES = 128 << 10
+
+
+def _start_reading(fd: int) -> None:
+    """Have the disk start on the first PREFETCH_BYTES of FD (clipped at its end) while
+    our OPEN reply travels and the READ that nearly always follows comes in: cold,
+    that READ then waits for less than a whole disk read. Reading a small cold file
+    is otherwise three strictly serial steps (OPEN, READ, disk) through one task."""
+    try:
+        os.posix_fadvise(fd, 0, PREFETCH_BYTES, os.POSIX_FADV_WILLNEED)
+    except OSError:
+        pass  # a FIFO or a device: nothing to read ahead
+
+
 class Handle:
     """An open file: the node, the backing fd and the layer it was opened in."""
 
@@ -206,6 +221,8 @@ class FilesAndMetadata:
             except BaseException:
                 os.close(handle_fd)
                 raise
+        elif not writable and not node.is_dir:
+            _start_reading(handle_fd)
         return self._add_handle(node, handle_fd, node.layer, writable, flags)
 
     @staticmethod
