@@ -147,15 +147,17 @@ class FilesAndMetadata:
             node.no_upper_xattrs = all(wh.is_private_xattr(n) for n in names)
         return node.no_upper_xattrs
 
-    def getxattr(self, ino: int, name: str) -> bytes:
+    def getxattr(self, ino: int, name: str) -> bytes | None:
+        """NAME's value; None (ENODATA) if the entry has no such attribute, without an
+        exception: the kernel asks for ``security.capability`` before every write."""
         if wh.is_private_xattr(name) or not self.config.xattrs:
-            raise _err(errno.ENODATA)
+            return None
         node = self.nodes.get(ino)
         if node.layer > 0 and node.origin is None:
             if name not in self._xattr_names(node):
-                raise _err(errno.ENODATA)
+                return None
         elif self._has_no_xattrs(node):
-            raise _err(errno.ENODATA)
+            return None
         with self._xattr_path(node) as path:
             return os.getxattr(path, name, follow_symlinks=False)
 

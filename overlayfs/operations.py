@@ -261,7 +261,10 @@ class UnionOperations(pyfuse3.Operations):
     # -- extended attributes ----------------------------------------------------
     @_fuse_errors
     def getxattr(self, inode, name, ctx):
-        return self.union.getxattr(inode, os.fsdecode(name))
+        value = self.union.getxattr(inode, os.fsdecode(name))
+        if value is None:
+            raise pyfuse3.FUSEError(errno.ENODATA)
+        return value
 
     @_fuse_errors
     def listxattr(self, inode, ctx):
