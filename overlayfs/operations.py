@@ -225,10 +225,14 @@ class UnionOperations(pyfuse3.Operations):
             if not pyfuse3.readdir_reply(token, b"..",
                                          self._attr(parent, self.union.stat_node(parent)), 2):
                 return
+        parent_paths: dict[int, str] = {}  # layer → this directory's path there
         for index in range(max(start_id - 2, 0), len(entries)):
             name, layer, several = entries[index]
+            parent_path = parent_paths.get(layer)
+            if parent_path is None:
+                parent_path = parent_paths[layer] = self.union.layer_path(node, layer)
             try:
-                child, st = self.union.child_entry(node, name, layer, several)
+                child, st = self.union.child_entry(node, name, layer, several, parent_path)
             except FileNotFoundError:
                 continue  # removed since the listing was taken
             if not pyfuse3.readdir_reply(token, os.fsencode(name), self._attr(child, st),
