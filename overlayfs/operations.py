@@ -228,10 +228,10 @@ class UnionOperations(pyfuse3.Operations):
         parent_paths: dict[int, str] = {}  # layer → this directory's path there
         for index in range(max(start_id - 2, 0), len(entries)):
             name, layer, several = entries[index]
-            parent_path = parent_paths.get(layer)
-            if parent_path is None:
-                parent_path = parent_paths[layer] = self.union.layer_path(node, layer)
             try:
+                parent_path = parent_paths.get(layer)
+                if parent_path is None:  # raises too once the directory itself is gone
+                    parent_path = parent_paths[layer] = self.union.layer_path(node, layer)
                 child, st = self.union.child_entry(node, name, layer, several, parent_path)
             except FileNotFoundError:
                 continue  # removed since the listing was taken
