@@ -52,12 +52,6 @@ _READY = b"\0"
 #: the restrictive one wins, as the safe reading of a contradiction.
 _CONFLICTING = (("suid", "nosuid"), ("dev", "nodev"), ("exec", "noexec"), ("rw", "ro"))
 _TERMINATING_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-#: Readahead of the mount's backing device info, in KiB. The kernel's default (128)
-#: makes it read a big file in 256 KiB READs; libfuse 3.14 negotiates requests of up
-#: to 256 pages, so 1 MiB lets each READ carry a full request: a quarter of the
-#: round trips through our one serving task (``cat`` of 512 MB: 2,048 READs → 512).
-#: The kernel's own overlay reads ahead as far as the disk below does (8 MiB here).
-READ_AHEAD_KB = 1024
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -353,29 +347,13 @@ async def _announce_when_serving(mountpoint: str, readiness: _Readiness) -> None
     """Stat the mountpoint through our own loop: once the kernel has an answer, the
     FUSE handshake is done and requests are served, so the parent may exit."""
     try:
-        st = await trio.to_thread.run_sync(os.stat, mountpoint, abandon_on_cancel=True)
+        await trio.to_thread.run_sync(os.stat, mountpoint, abandon_on_cancel=True)
     except OSError as exc:
         log.error("the new mount does not answer: %s", exc)
         readiness.failed(f"the new mount does not answer: {exc.strerror}")
         raise
-    raise_read_ahead(st.st_dev)
     log.info("serving %s (pid %d)", mountpoint, os.getpid())
     readiness.ready()
-
-
-def raise_read_ahead(dev: int, kib: int = READ_AHEAD_KB) -> None:
-    """Raise the readahead of the FUSE connection DEV (the mount's st_dev) to KIB,
-    never lower it. Only once the INIT reply is in: the kernel then caps the
-    readahead at what libfuse answered (its own 128 KiB offer). Best effort: writing
-    it needs root; without it reads are the same, in smaller pieces."""
-    path = f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb"
-    try:
-        with open(path, "r+") as knob:
-            if int(knob.read()) < kib:
-                knob.seek(0)
-                knob.write(f"{kib}\n")
-    except (OSError, ValueError) as exc:
-        log.debug("readahead of %s left as it is: %s", path, exc)
 
 
 if __name__ == "__main__":
