@@ -10,9 +10,7 @@ Short paths, nearly all of them, pass through untouched.
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Iterator
 
 #: Bytes a relative path may have before we walk: PATH_MAX (4096, with its NUL) less
 #: room for the "/proc/self/fd/N/" prefix that xattr calls put in front.
@@ -20,17 +18,27 @@ FITS = 4000
 _WALK_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
 
 
-@contextlib.contextmanager
-def near(dir_fd: int | None, rel: str) -> Iterator[tuple[int | None, str]]:
-    """(fd, path) naming DIR_FD/REL with a path short enough for one call."""
-    if dir_fd is None or len(rel) * 4 < FITS or len(os.fsencode(rel)) < FITS:
-        yield dir_fd, rel
-        return
-    fd, rest = _walk(dir_fd, rel)
-    try:
-        yield fd, rest
-    finally:
-        os.close(fd)
+class near:
+    """``with near(dir_fd, rel) as (fd, path)``: (fd, path) naming DIR_FD/REL with a
+    path short enough for one call. A class rather than a generator context manager:
+    it is on the path of nearly every request, and short paths cost one length check."""
+
+    __slots__ = ("_dir_fd", "_rel", "_fd")
+
+    def __init__(self, dir_fd: int | None, rel: str):
+        self._dir_fd, self._rel, self._fd = dir_fd, rel, None
+
+    def __enter__(self) -> tuple[int | None, str]:
+        dir_fd, rel = self._dir_fd, self._rel
+        if dir_fd is None or len(rel) * 4 < FITS or len(os.fsencode(rel)) < FITS:
+            return dir_fd, rel
+        self._fd, rest = _walk(dir_fd, rel)
+        return self._fd, rest
+
+    def __exit__(self, *exc_info) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 def lstat(dir_fd: int, rel: str) -> os.stat_result:

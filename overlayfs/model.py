@@ -378,16 +378,21 @@ class Union(NameChanges, FilesAndMetadata):
         return sorted((name, layer, name in multi) for name, layer in seen.items())
 
     def child_entry(self, parent: Node, name: str, layer: int,
-                    in_several_layers: bool = True) -> tuple[Node, os.stat_result]:
-        """Node and attributes of a listed entry (for readdirplus; no lookup count)."""
-        st = _lstat(self._fds[layer], self.child_layer_path(parent, name, layer))
+                    in_several_layers: bool = True,
+                    parent_path: str | None = None) -> tuple[Node, os.stat_result]:
+        """Node and attributes of a listed entry (for readdirplus; no lookup count).
+        PARENT_PATH is ``layer_path(parent, layer)`` if the caller has it (a listing
+        asks for every entry of one directory: the path is built once, not per entry)."""
+        if parent_path is None:
+            parent_path = self.layer_path(parent, layer)
+        rel = child_path(parent_path, name)
+        st = _lstat(self._fds[layer], rel)
         node = self._node_for(parent, name, layer, st)
         if node.layer != layer or node.origin is not None:
             return node, self.stat_node(node)
         if node.is_dir:
             if node.dir_layers is None and not in_several_layers and (
-                    layer == len(self._fds) - 1 or wh.redirect_at(
-                        self._fds[layer], self.child_layer_path(parent, name, layer)) is None):
+                    layer == len(self._fds) - 1 or wh.redirect_at(self._fds[layer], rel) is None):
                 node.dir_layers = (layer,)
             self.dir_layers(node)
             if node.merged_dir:

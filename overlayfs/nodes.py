@@ -27,6 +27,7 @@ Invariants (the rest of the package relies on them):
 from __future__ import annotations
 
 import errno
+import functools
 import os
 from typing import Iterator
 
@@ -36,7 +37,12 @@ _COUNTED_BASE = 1 << 40
 
 
 def os_error(code: int) -> OSError:
-    return OSError(code, os.strerror(code))
+    return OSError(code, _strerror(code))
+
+
+@functools.cache
+def _strerror(code: int) -> str:
+    return os.strerror(code)  # decodes the C library's message with the locale: slow
 
 
 def check_name(name: str) -> None:

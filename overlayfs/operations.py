@@ -13,6 +13,7 @@ import os
 
 import pyfuse3
 
+from overlayfs import readahead
 from overlayfs.config import MountConfig
 from overlayfs.model import Union
 
@@ -61,6 +62,7 @@ class UnionOperations(pyfuse3.Operations):
         self._ids_shown_as_stored = not (cfg.uid_mappings or cfg.gid_mappings) and \
             cfg.squash_to_uid is None and cfg.squash_to_gid is None
         self._next_dir_fh = 1
+        self._read_ahead_pending = True
 
     def close(self) -> None:
         """The session is over: close every layer and file descriptor."""
@@ -152,8 +154,15 @@ class UnionOperations(pyfuse3.Operations):
         return self._attr(*self.union.symlink(parent_inode, os.fsdecode(name),
                                               os.fsdecode(target), ctx.uid, ctx.gid))
 
+    def _first_file_opened(self) -> None:
+        """Requests come only once the INIT reply is in: the readahead may be raised."""
+        self._read_ahead_pending = False
+        readahead.raise_for(self.union.config.mountpoint)
+
     @_fuse_errors
     def create(self, parent_inode, name, mode, flags, ctx):
+        if self._read_ahead_pending:
+            self._first_file_opened()
         fh, node, st = self.union.create(parent_inode, os.fsdecode(name), mode, flags,
                                          ctx.uid, ctx.gid)
         return pyfuse3.FileInfo(fh=fh, keep_cache=True), self._attr(node, st)
@@ -178,6 +187,8 @@ class UnionOperations(pyfuse3.Operations):
     # -- files ------------------------------------------------------------------
     @_fuse_errors
     def open(self, inode, flags, ctx):
+        if self._read_ahead_pending:
+            self._first_file_opened()
         return pyfuse3.FileInfo(fh=self.union.open(inode, flags), keep_cache=True)
 
     @_fuse_errors
@@ -225,10 +236,14 @@ class UnionOperations(pyfuse3.Operations):
             if not pyfuse3.readdir_reply(token, b"..",
                                          self._attr(parent, self.union.stat_node(parent)), 2):
                 return
+        parent_paths: dict[int, str] = {}  # layer → this directory's path there
         for index in range(max(start_id - 2, 0), len(entries)):
             name, layer, several = entries[index]
             try:
-                child, st = self.union.child_entry(node, name, layer, several)
+                parent_path = parent_paths.get(layer)
+                if parent_path is None:  # raises too once the directory itself is gone
+                    parent_path = parent_paths[layer] = self.union.layer_path(node, layer)
+                child, st = self.union.child_entry(node, name, layer, several, parent_path)
             except FileNotFoundError:
                 continue  # removed since the listing was taken
             if not pyfuse3.readdir_reply(token, os.fsencode(name), self._attr(child, st),
@@ -261,7 +276,10 @@ class UnionOperations(pyfuse3.Operations):
     # -- extended attributes ----------------------------------------------------
     @_fuse_errors
     def getxattr(self, inode, name, ctx):
-        return self.union.getxattr(inode, os.fsdecode(name))
+        value = self.union.getxattr(inode, os.fsdecode(name))
+        if value is None:
+            raise pyfuse3.FUSEError(errno.ENODATA)
+        return value
 
     @_fuse_errors
     def listxattr(self, inode, ctx):

@@ -3,7 +3,9 @@ directories, called as the adapter calls it; we look at what lands in the upper 
 
 from __future__ import annotations
 
+import ctypes
 import errno
+import mmap
 import os
 import stat
 
@@ -13,6 +15,7 @@ from overlayfs import whiteout as wh
 from overlayfs.config import MountConfig
 from overlayfs.model import Union
 from overlayfs.nodes import ROOT_INODE
+from tests.support.fusemount import wait_for
 from tests.support.overlay import Dir, File, HardLink, Symlink, Whiteout, build_layer
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="whiteouts and chown need root")
@@ -229,3 +232,36 @@ def test_static_nlink_reports_1_for_every_directory(tmp_path):
         assert u.getattr(_ino(u, "f"))[1].st_nlink == 1
     finally:
         u.close()
+
+
+def _in_page_cache(fd: int) -> bool:
+    """Whether the first page of FD is in the page cache (mincore: asking never reads,
+    where a read with RWF_NOWAIT starts readahead even as it fails)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    with mmap.mmap(fd, mmap.PAGESIZE, access=mmap.ACCESS_COPY) as mapped:
+        anchor = ctypes.c_char.from_buffer(mapped)
+        vec = ctypes.c_ubyte()
+        try:
+            if libc.mincore(ctypes.c_void_p(ctypes.addressof(anchor)),
+                            ctypes.c_size_t(mmap.PAGESIZE), ctypes.byref(vec)) != 0:
+                raise OSError(ctypes.get_errno(), "mincore")
+        finally:
+            del anchor  # the mapping cannot close while a buffer is exported
+    return bool(vec.value & 1)
+
+
+def test_opening_a_lower_file_for_reading_starts_reading_it_from_the_disk(union, tmp_path):
+    """OPEN asks the disk for the file's first pages, so that the READ following it
+    has less to wait for."""
+    path = tmp_path / "bottom" / "dir" / "sub" / "b"
+    path.write_bytes(os.urandom(64 << 10))
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)  # clean pages may be dropped
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        assert not _in_page_cache(fd)
+        fh = union.open(_ino(union, "dir/sub/b"), os.O_RDONLY)
+        wait_for(lambda: _in_page_cache(fd), "the first page of the lower file to be read")
+        union.release(fh)
+    finally:
+        os.close(fd)

@@ -76,6 +76,23 @@ def test_without_upperdir_the_mount_is_read_only(layers):
         assert error.value.errno == errno.EROFS
 
 
+@pytest.mark.parametrize("flags", [(), ("-f",)], ids=["detached", "foreground"])
+def test_the_mount_reads_ahead_a_full_request(layers, flags):
+    """Big sequential reads arrive in 1 MiB READs, not the kernel's default 256 KiB:
+    the readahead is raised at the first open (after the INIT reply, which would cap
+    it), in either mode; a space in the mountpoint is escaped in mountinfo."""
+    mnt = layers / "mount point"
+    mnt.mkdir()
+    with mounted(overlay_argv(mnt, [layers / "low1"], flags=flags), mnt):
+        dev = os.stat(mnt).st_dev
+        knob = f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb"
+        with open(knob) as f:
+            assert int(f.read()) < 1024  # the kernel's default until a file is opened
+        assert (mnt / "top.txt").read_text() == "from the top layer\n"
+        with open(knob) as f:
+            assert int(f.read()) == 1024
+
+
 def test_stale_workdir_staging_is_removed(layers):
     (layers / "work" / "leftover-copyup").write_text("half a file")
     (layers / "work" / "leftover-dir").mkdir()
