@@ -70,19 +70,39 @@ def connect(path: os.PathLike | str) -> sqlite3.Connection:
                            isolation_level=None, check_same_thread=False)
     conn.row_factory = sqlite3.Row
     conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
-    if version != SCHEMA_VERSION:
-        # WAL lets readers (`layerbox images`) run while another process writes.
-        conn.execute("PRAGMA journal_mode=WAL")
-        with transaction(conn):
-            if conn.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
-                for statement in SCHEMA.split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-                conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+    _ensure_schema(conn)
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute("PRAGMA synchronous=NORMAL")
     return conn
+
+
+def _ensure_schema(conn: sqlite3.Connection) -> None:
+    """Make a new database WAL with our schema; a current one is left alone.
+
+    Several first commands on a fresh root race here. Switching to WAL needs an exclusive
+    lock, and SQLite answers "database is locked" at once, without waiting in the busy
+    handler, when another connection is creating the WAL at that moment: so wait and retry
+    (a fresh root is the only case; the version check makes the others no-ops).
+    """
+    import time
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            if conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION:
+                return
+            # WAL lets readers (`layerbox images`) run while another process writes.
+            conn.execute("PRAGMA journal_mode=WAL")
+            with transaction(conn):
+                if conn.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION:
+                    for statement in SCHEMA.split(";"):
+                        if statement.strip():
+                            conn.execute(statement)
+                    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 @contextlib.contextmanager
