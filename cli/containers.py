@@ -55,11 +55,6 @@ _NAMES = ("archimedes", "bell", "curie", "darwin", "euler", "fermi", "galileo", 
           "ritchie", "shannon", "tesla", "thompson", "turing", "wozniak")
 
 
-def now_rfc3339() -> str:
-    from datetime import datetime, timezone
-    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
 class NoSuchContainer(UserError):
     def __init__(self, name: str):
         super().__init__(f"No such container: {name}")
@@ -258,6 +253,7 @@ def create(store, opts: CreateOptions, *, container_id: str | None = None) -> Co
               "ports": list(opts.ports), "security": dict(opts.security),
               "state": {"status": "created"}}
     cdir = store.root / "containers" / container_id
+    from cli.store.store import now_rfc3339
     created = now_rfc3339()
     try:
         with store.transaction() as conn:

@@ -36,6 +36,7 @@ from pathlib import Path
 
 from cli.attach_protocol import (FRAME_EXIT, FRAME_RESIZE, FRAME_STDERR, FRAME_STDIN,
                                  FRAME_STDIN_EOF, FRAME_STDOUT, FrameReader, frame)
+from cli.store.store import now_rfc3339
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +162,7 @@ class Monitor:
             self._send_exit(code, message)
             return code
         containers.update_state(self.store, self.container.id, status="running", pid=self.pid,
-                                started_at=containers.now_rfc3339(), exit_code=0, error="")
+                                started_at=now_rfc3339(), exit_code=0, error="")
         self._ready({"status": "running"})
         self._loop()
         code = exit_code_of(self.exit_status if self.exit_status is not None else 255 << 8)
@@ -511,7 +512,7 @@ class Monitor:
         try:
             containers.update_state(self.store, self.container.id, status="exited",
                                     exit_code=code, error=error,
-                                    finished_at=containers.now_rfc3339(), pid=0)
+                                    finished_at=now_rfc3339(), pid=0)
         except containers.NoSuchContainer:     # `rm -f` removed it while we finished
             return
         if self.container.record.get("auto_remove"):

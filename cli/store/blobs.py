@@ -49,11 +49,13 @@ def file_digest(path) -> str:
 SMALL_BLOB = 64 << 10
 
 
-def sha256_digest(data: bytes) -> str:
-    if len(data) < SMALL_BLOB:
-        # Configs and manifests: importing hashlib loads OpenSSL (2-13 ms on this VM,
-        # more than `history` spends on anything else); the builtin module costs <1 ms
-        # to import and microseconds per config. OpenSSL stays for big data (faster).
+_small_sha256 = None
+
+
+def _builtin_sha256():
+    """CPython's own SHA-256 constructor, found once (a failed import is not cached)."""
+    global _small_sha256
+    if _small_sha256 is None:
         try:
             from _sha256 import sha256          # CPython 3.11
         except ImportError:
@@ -61,7 +63,16 @@ def sha256_digest(data: bytes) -> str:
                 from _sha2 import sha256        # CPython 3.12+
             except ImportError:
                 from hashlib import sha256
-        return "sha256:" + sha256(data).hexdigest()
+        _small_sha256 = sha256
+    return _small_sha256
+
+
+def sha256_digest(data: bytes) -> str:
+    if len(data) < SMALL_BLOB:
+        # Configs and manifests: importing hashlib loads OpenSSL (2-13 ms on this VM,
+        # more than `history` spends on anything else); the builtin module costs <1 ms
+        # to import and microseconds per config. OpenSSL stays for big data (faster).
+        return "sha256:" + _builtin_sha256()(data).hexdigest()
     import hashlib
     return "sha256:" + hashlib.sha256(data).hexdigest()
 

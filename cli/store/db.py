@@ -80,9 +80,10 @@ def _ensure_schema(conn: sqlite3.Connection) -> None:
     """Make a new database WAL with our schema; a current one is left alone.
 
     Several first commands on a fresh root race here. Switching to WAL needs an exclusive
-    lock, and SQLite answers "database is locked" at once, without waiting in the busy
-    handler, when another connection is creating the WAL at that moment: so wait and retry
-    (a fresh root is the only case; the version check makes the others no-ops).
+    lock, and one of four parallel first imports once got "database is locked" here in
+    spite of the busy timeout (SQLite does not wait in the busy handler in every locking
+    path): so wait and retry (a fresh root is the only case; the version check makes the
+    others no-ops).
     """
     import time
     deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000

@@ -37,8 +37,8 @@ def chain_id(parent_chain_id: str | None, diff_id: str) -> str:
     """The OCI ChainID: the layer's identity including everything below it."""
     if parent_chain_id is None:
         return diff_id
-    import hashlib   # here: OpenSSL's load is ~2 ms of every command that imports the store
-    return "sha256:" + hashlib.sha256(f"{parent_chain_id} {diff_id}".encode()).hexdigest()
+    from cli.store.blobs import sha256_digest   # no OpenSSL for a few bytes
+    return sha256_digest(f"{parent_chain_id} {diff_id}".encode())
 
 
 def hex_of(digest: str) -> str:

@@ -130,7 +130,14 @@ class LayerScan:
         overrides, self._overrides = self._overrides, {}
         name = overrides.get("path", name)
         linkname = overrides.get("linkpath", linkname)
-        size = int(overrides["size"]) if "size" in overrides else size
+        if "size" in overrides:
+            try:
+                size = int(overrides["size"])
+            except ValueError:
+                size = -1
+        if size < 0:
+            self.plain = False   # unpacking will say what is wrong with it
+            return
         if kind == tarfile.AREGTYPE and name.endswith("/"):
             kind = tarfile.DIRTYPE
         if kind in _REG:

@@ -7,7 +7,6 @@ Removal and garbage collection live in :mod:`cli.store.gc`; the layout is descri
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
 import shutil
@@ -23,7 +22,7 @@ if TYPE_CHECKING:
 from cli import logs
 from cli.reference import is_hex64, parse_tagged, try_parse
 from cli.store import db, gc
-from cli.store.blobs import CHUNK, BlobStore, HashingWriter, fsync_dir, temp_name
+from cli.store.blobs import CHUNK, BlobStore, HashingWriter, sha256_digest, temp_name
 from cli.store.errors import BlobCorrupt, NoSuchImage, StoreError
 from cli.store.layout import ensure_layout, publish_index
 from cli.store.model import (COMPRESSION_MEDIA_TYPES, OCI_CONFIG, OCI_MANIFEST, Image, Layer,
@@ -62,8 +61,7 @@ def _manifest_matches(manifest_bytes: bytes, config_bytes: bytes, layers: list[L
         manifest = json.loads(manifest_bytes)
     except ValueError:
         return False
-    import hashlib
-    config_digest = "sha256:" + hashlib.sha256(config_bytes).hexdigest()
+    config_digest = sha256_digest(config_bytes)
     return (isinstance(manifest, dict) and manifest.get("mediaType", OCI_MANIFEST) == OCI_MANIFEST
             and manifest.get("schemaVersion") == 2
             and (manifest.get("config") or {}).get("digest") == config_digest
@@ -314,9 +312,8 @@ class Store:
         UNPACKED (a finished ``ConcurrentUnpack`` of this very layer) is moved into
         place instead of unpacking the blob again.
         """
-        from cli.store.unpack import disk_usage, unpack_blob
+        from cli.store.unpack import disk_usage, install_layer_dir, unpack_blob
         row = self.conn.execute("SELECT 1 FROM layers WHERE chain_id=?", (chain,)).fetchone()
-        final = self.layers_dir / hex_of(chain)
         if row:
             if unpacked is not None:
                 unpacked.discard()
@@ -331,14 +328,7 @@ class Store:
                 tar_size = unpack_blob(self, work, diff_id, digest)
             size = disk_usage(work / "diff")
             # unpack_layer synced the content and fsynced work/ after naming diff/.
-            try:
-                os.rename(work, final)
-            except OSError as exc:
-                if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
-                    raise
-                log.debug("layer %s was unpacked concurrently", chain)
-            else:
-                fsync_dir(self.layers_dir)
+            install_layer_dir(self, work, chain)
             self._insert_layer_row(chain, diff_id, parent_chain, size, tar_size)
         finally:
             if work.exists():
@@ -363,19 +353,15 @@ class Store:
 
     def layer_dirs(self, image: Image) -> list[Path]:
         """The unpacked layer dirs of IMAGE, TOP FIRST (as overlay's lowerdir wants them),
-        each made from its blob first if it is not there yet (:meth:`materialize`).
+        each made from its blob first if it is not there yet (:func:`unpack.materialize`).
 
         The one place that hands out layer dirs to be read: mounts (run, create, start,
         cp, export), diff, commit and build all come here."""
         for layer in image.layers:
             if not self.layer_path(layer.chain_id).is_dir():
-                self.materialize(layer)
+                from cli.store.unpack import materialize
+                materialize(self, layer)
         return self.layer_paths(image)
-
-    def materialize(self, layer: Layer) -> None:
-        """Make LAYER's dir from its blob if it is not there yet (:func:`unpack.materialize`)."""
-        from cli.store.unpack import materialize
-        materialize(self, layer)
 
     def layer_paths(self, image: Image) -> list[Path]:
         """Where IMAGE's layer dirs are or will be, TOP FIRST, without making them (inspect)."""
@@ -433,11 +419,10 @@ class Store:
 
     @staticmethod
     def _manifest_bytes(config_bytes: bytes, layers: list[Layer]) -> bytes:
-        import hashlib
         manifest = {
             "schemaVersion": 2, "mediaType": OCI_MANIFEST,
-            "config": {"mediaType": OCI_CONFIG, "digest": "sha256:" + hashlib.sha256(
-                config_bytes).hexdigest(), "size": len(config_bytes)},
+            "config": {"mediaType": OCI_CONFIG, "digest": sha256_digest(config_bytes),
+                       "size": len(config_bytes)},
             "layers": [{"mediaType": layer.media_type, "digest": layer.digest,
                         "size": layer.size} for layer in layers]}
         return json.dumps(manifest, separators=(",", ":")).encode()

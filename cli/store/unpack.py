@@ -203,8 +203,6 @@ def unpack_blob(store, work: Path, diff_id: str, digest: str) -> int:
             unpack_layer(plain, work / "diff")
             plain.drain()
         except (LayerError, EOFError, OSError, zlib.error, isal_zlib.error) as exc:
-            if isinstance(exc, BlobCorrupt):
-                raise
             raise StoreError(f"layer {diff_id}: {exc}") from None
         finally:
             plain.stop()
@@ -212,6 +210,19 @@ def unpack_blob(store, work: Path, diff_id: str, digest: str) -> int:
         raise BlobCorrupt(f"layer {digest}: uncompressed content is {plain.digest}, "
                           f"the image config says {diff_id}")
     return plain.size
+
+
+def install_layer_dir(store, work: Path, chain: str) -> None:
+    """Rename WORK (holding an unpacked, synced ``diff/``) to layers/<CHAIN>. Another
+    process that got there first (a concurrent load or first use) is fine: its dir is
+    the same layer, and WORK is the caller's to remove."""
+    try:
+        os.rename(work, store.layers_dir / hex_of(chain))
+    except OSError as exc:
+        if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+            raise
+    else:
+        fsync_dir(store.layers_dir)
 
 
 def materialize(store, layer: Layer) -> None:
@@ -225,11 +236,10 @@ def materialize(store, layer: Layer) -> None:
     blob's digest and the diff_id of its content are verified on the way: a damaged blob
     is a one-line StoreError and nothing is left behind.
     """
-    final = store.layers_dir / hex_of(layer.chain_id)
     lock = os.open(store.layers_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if (final / "diff").is_dir():
+        if store.layer_path(layer.chain_id).is_dir():
             return
         with store.transaction() as conn:
             row = conn.execute("SELECT diff_id FROM layers WHERE chain_id=?",
@@ -253,13 +263,7 @@ def materialize(store, layer: Layer) -> None:
                         raise BlobCorrupt(f"blob {layer.digest} of layer {layer.chain_id} is "
                                           f"damaged (its content hashes to {actual})") from None
                 raise
-            try:
-                os.rename(work, final)
-            except OSError as exc:   # an eager unpack (load) of it got there first
-                if exc.errno not in (errno.EEXIST, errno.ENOTEMPTY):
-                    raise
-            else:
-                fsync_dir(store.layers_dir)
+            install_layer_dir(store, work, layer.chain_id)
         finally:
             if work.exists():
                 shutil.rmtree(work, ignore_errors=True)

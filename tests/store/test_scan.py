@@ -8,6 +8,7 @@ plain kind it vouches for, whatever the pieces the stream arrives in.
 from __future__ import annotations
 
 import io
+import tarfile
 import os
 import shutil
 import tempfile
@@ -115,3 +116,14 @@ def test_a_truncated_tar_is_not_plain():
     data = make_tar([("f", "file", b"x" * 5000)])
     assert _scan(data, 512).plain
     assert not _scan(data[:1536], 512).plain
+
+
+@pytest.mark.parametrize("size", ["x", "-5"])
+def test_a_pax_size_that_is_no_size_is_not_plain(size):
+    member = tarfile.TarInfo("f")
+    member.size = 1
+    member.pax_headers = {"size": size}
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        tar.addfile(member, io.BytesIO(b"x"))
+    assert not _scan(out.getvalue(), 512).plain
