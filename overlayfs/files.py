@@ -217,13 +217,13 @@ class FilesAndMetadata:
             (flags & ~(os.O_CREAT | os.O_EXCL | os.O_TRUNC | os.O_APPEND)) | os.O_CLOEXEC
         with near(*self.backing(node)) as (fd, rel):
             handle_fd = os.open(rel, real_flags, dir_fd=fd)
-        if flags & os.O_TRUNC:
-            try:
-                self._truncate_opened(handle_fd, fd, rel, flags)
-            except BaseException:
-                os.close(handle_fd)
-                raise
-        elif not writable and not node.is_dir:
+            if flags & os.O_TRUNC:   # inside: a deep path's FD is near()'s, closed after
+                try:
+                    self._truncate_opened(handle_fd, fd, rel, flags)
+                except BaseException:
+                    os.close(handle_fd)
+                    raise
+        if not flags & os.O_TRUNC and not writable and not node.is_dir:
             _start_reading(handle_fd)
         return self._add_handle(node, handle_fd, node.layer, writable, flags)
 

@@ -338,3 +338,19 @@ def test_chown_as_root_and_setgid_directories(union, known_difference):
     assert os.stat(u.mnt / "sg/file").st_gid == 4321
     sub = os.stat(u.mnt / "sg/sub")
     assert sub.st_gid == 4321 and sub.st_mode & 0o2000
+
+
+def test_read_only_open_with_o_trunc_truncates_deeper_than_path_max(union):
+    # The truncate must use the walked-down directory while it is still open.
+    u = union({"top": Dir()}, prepare=_make_deep_lower)
+    fds = _walk_down(u.mnt / "top", _DEEP)
+    try:
+        fd = os.open("lowfile", os.O_RDONLY | os.O_TRUNC, dir_fd=fds[-1])
+        try:
+            assert os.fstat(fd).st_size == 0
+        finally:
+            os.close(fd)
+        assert os.stat("lowfile", dir_fd=fds[-1]).st_size == 0
+    finally:
+        for fd in fds:
+            os.close(fd)
