@@ -34,9 +34,8 @@ from pathlib import Path
 
 from cli import logs
 from cli.errors import UserError
-from cli.unionmount import (DEFAULT_MOUNT_PROGRAM, MOUNT_PROGRAM_ENV,  # noqa: F401 -- re-exported
-                            MountProgramInWaiting, PendingMount, is_mounted, mount_program,
-                            mount_union, syncfs, unmount)
+from cli.unionmount import (MountProgramInWaiting, PendingMount,  # noqa: F401 -- re-exported
+                            is_mounted, mount_union, syncfs, unmount)
 
 # cli.runtime (the OCI spec, runc), subprocess, shutil and datetime are imported where
 # used: diff, ps, inspect and the other readers of a container need none of them.

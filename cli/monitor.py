@@ -77,7 +77,7 @@ class _Client:
 
 
 class Monitor:
-    def __init__(self, store, container, ready_fd: int, attach_first: bool, mounting=None):
+    def __init__(self, store, container, ready_fd: int, attach_first: bool, mounting):
         from cli import containers
         self.store = store
         self.mounting = mounting               # containers.PendingMount, started early
@@ -114,8 +114,6 @@ class Monitor:
         from cli import containers, runtime, volumes
         in_runc = False     # a failure before runc is ours (125); runc's may be 126/127
         try:
-            if self.mounting is None:
-                self.mounting = containers.start_mount_rootfs(self.container, self.store)
             merged = self.mounting.wait()
             volumes.populate(merged, self.container.record.get("mounts") or [])
             process = runtime.ProcessSpec(

@@ -81,11 +81,6 @@ class MountProgramInWaiting:
             return None
         return cls(program, target, proc)
 
-    def mount(self, lowers: list[Path], target: Path, *, upper: Path | None = None,
-              work: Path | None = None) -> "PendingMount":
-        """Mount LOWERS (top first) [+ UPPER, WORK] at TARGET; ``wait()`` for it."""
-        return PendingMount(lowers, target, upper=upper, work=work, waiting=self)
-
     def _hand_over(self, target: Path, options: list[str]):
         if target != self.target:
             raise ValueError(f"started for {self.target}, asked to mount {target}")
@@ -118,7 +113,22 @@ def _installed_with_us(program: str) -> bool:
     return os.path.dirname(os.path.abspath(path)) in ours
 
 
-class PendingMount:
+class _Mount:
+    """What both kinds of mount share: ``wait()`` for it (subclasses), or abandon it."""
+
+    target: Path
+
+    def wait(self) -> Path:
+        raise NotImplementedError
+
+    def abandon(self) -> None:
+        """The caller failed before it needed the mount: wait for it and take it down."""
+        with contextlib.suppress(Exception):
+            self.wait()
+        unmount(self.target)
+
+
+class PendingMount(_Mount):
     """The mount program, started and not yet waited for: its start-up (importing FUSE
     bindings) can overlap the caller's other work. ``wait()`` returns TARGET once
     mounted, or raises the UserError the failure deserves."""
@@ -152,18 +162,13 @@ class PendingMount:
         except subprocess.TimeoutExpired:
             self._proc.kill()
             self._proc.communicate()
-            raise
+            raise UserError("cannot mount the container's root filesystem: the mount "
+                            "program did not finish within 120 s") from None
         if self._proc.returncode != 0:
             detail = (stderr or stdout).strip().splitlines()
             raise UserError("cannot mount the container's root filesystem: "
                             + (detail[-1] if detail else "failed"))
         return self.target
-
-    def abandon(self) -> None:
-        """The caller failed before it needed the mount: wait for it and take it down."""
-        with contextlib.suppress(Exception):
-            self.wait()
-        unmount(self.target)
 
     def relay(self, fd: int) -> None:
         """Wait, and tell the outcome to the :class:`RelayedMount` reading the pipe FD
@@ -182,7 +187,7 @@ class PendingMount:
             os.close(fd)
 
 
-class RelayedMount:
+class RelayedMount(_Mount):
     """The other end of :meth:`PendingMount.relay`: a mount some other process started
     and waits for, its outcome read from the pipe FD. Same interface as PendingMount."""
 
@@ -203,11 +208,6 @@ class RelayedMount:
         if self._error is not None:
             raise UserError(self._error)
         return self.target
-
-    def abandon(self) -> None:
-        with contextlib.suppress(Exception):
-            self.wait()
-        unmount(self.target)
 
 
 def mount_union(lowers: list[Path], target: Path, *, upper: Path | None = None,

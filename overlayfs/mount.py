@@ -338,7 +338,7 @@ def _run(mountpoint: str, ready_fd: int | None,
                 fuse_loop.run(pyfuse3.main, fuse_loop.MIN_TASKS, fuse_loop.MAX_TASKS)
             finally:
                 # The session is closed from here on: a late signal must not reach
-                # pyfuse3.terminate() (the defaults again, as trio's receiver left them).
+                # pyfuse3.terminate() (the handlers from before the loop again).
                 for signum, handler in previous.items():
                     signal.signal(signum, handler)
     except BaseException as exc:

@@ -100,7 +100,6 @@ def create_from_args(store, args, container_id: str | None = None):
     mode = network.normalize_mode(args.network)
     ports = [network.parse_publish(p) for p in args.publish]
     if ports and mode != "bridge":
-        import sys
         print(f"WARNING: Published ports are discarded when using {mode} network mode",
               file=sys.stderr)
         ports = []
@@ -112,7 +111,6 @@ def create_from_args(store, args, container_id: str | None = None):
         labels=tuple(label if "=" in label else f"{label}=" for label in args.label),
         stop_signal=args.stop_signal, security=_security(args),
         mounts=tuple(mounts.parse_all(args.volume, args.mount, args.tmpfs)))
-    import sys
     ensure_image(store, args.image, args.pull, args, sys.stderr)
     return containers.create(store, opts, container_id=container_id)
 
