@@ -36,6 +36,11 @@ from cli.errors import UserError
 log = logs.get(__name__)
 
 
+#: The network of a RUN in a plain `build`; a RUN's cache key names its sandbox only
+#: where it differs from that (and not RUN insecure).
+DEFAULT_RUN_NETWORK = "host"
+
+
 @dataclass
 class BuildOptions:
     context: Path
@@ -47,7 +52,7 @@ class BuildOptions:
     target: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
     #: RUN's network unless a RUN says --network: "host" (outbound access) or "none".
-    network: str = "host"
+    network: str = DEFAULT_RUN_NETWORK
     #: --allow entitlements: "security.insecure" lets RUN --security=insecure run privileged.
     allow: frozenset[str] = frozenset()
     quiet: bool = False
@@ -393,11 +398,11 @@ class Builder:
         from cli.commit import export_upper
         created_by = scope.created_by(instr)
         network, insecure = self._run_sandbox(instr)
-        # The history line is the classic builder's; the cache key also holds what
-        # RUN's flags change about the sandbox, so --network=none is not a hit for a
-        # step that had the network.
+        # The history line is the classic builder's; the cache key also holds the
+        # sandbox where it is not the default one, so a step without the network (RUN
+        # --network=none, or `build --network=none`) is never a hit for one that had it.
         key = _key(created_by, f"network={network} insecure={insecure}"
-                   if (network, insecure) != (self.opts.network, False) else "")
+                   if (network, insecure) != (DEFAULT_RUN_NETWORK, False) else "")
         cached = self._cached(parent, key)
         if cached is not None:
             return cached, image_config_copy(self.store, cached)

@@ -250,3 +250,22 @@ def test_run_network_and_security_flags_change_the_sandbox(busybox_root, tmp_pat
     assert len(read("/net-default").splitlines()[2:]) > 1
     insecure, default = read("/caps-insecure").split()[1], read("/caps-default").split()[1]
     assert int(insecure, 16) > int(default, 16) and int(default, 16) == 0xa80425fb
+
+
+def test_a_build_without_the_network_is_not_a_cache_hit_for_one_with_it(busybox_root, tmp_path):
+    ctx = _ctx(tmp_path, {"Dockerfile": "FROM busybox\nRUN cat /proc/net/dev > /net\n"})
+    layerbox(busybox_root, "build", "-t", "with-net", str(ctx))
+    layerbox(busybox_root, "build", "--network", "none", "-t", "no-net", str(ctx))
+
+    def interfaces(image: str) -> list[str]:
+        out = layerbox(busybox_root, "run", "--rm", image, "cat", "/net").stdout
+        return [line.split(":")[0].strip() for line in out.splitlines()[2:]]
+
+    assert interfaces("no-net") == ["lo"]
+    assert len(interfaces("with-net")) > 1
+    layerbox(busybox_root, "build", "--network", "none", "-t", "no-net-2", str(ctx))
+
+    def image_id(name: str) -> str:
+        return layerbox(busybox_root, "image", "inspect", "-f", "{{.Id}}", name).stdout
+
+    assert image_id("no-net-2") == image_id("no-net") != image_id("with-net")   # cached
