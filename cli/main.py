@@ -2,7 +2,7 @@
 
 Every command module defines ``register(subparsers)`` which adds its parser and sets
 ``func`` (called with the parsed args, returns an exit code or None). Modules are
-imported lazily by name so that e.g. ``layerbox images`` never imports FUSE or trio.
+imported lazily by name so that e.g. ``layerbox images`` never imports the filesystem.
 """
 
 from __future__ import annotations

@@ -45,7 +45,7 @@ def _mount_options(lowers: list[Path], upper: Path | None, work: Path | None) ->
 
 class MountProgramInWaiting:
     """Our mount program, started before the caller knows what it is to mount: its
-    start-up (a Python, pyfuse3, the filesystem's modules: 60-80 ms) overlaps with the
+    start-up (a Python and the filesystem's modules) overlaps with the
     caller's own (imports, the store, making the container). :meth:`mount` hands it
     the command line, :meth:`cancel` lets it go (it has mounted nothing).
 

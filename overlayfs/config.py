@@ -10,8 +10,7 @@ IdMapping = tuple[int, int, int]  # (from, to, length), as fuse-overlayfs' uidma
 
 class MountConfig(NamedTuple):
     """Immutable; a NamedTuple rather than a frozen dataclass because importing
-    dataclasses (and inspect) is 5-9 ms of the mount program's start-up, and pyfuse3
-    imports typing anyway."""
+    dataclasses (and inspect) is 5-9 ms of the mount program's start-up."""
 
     mountpoint: str
     #: Absolute, symlink-resolved lower directories, topmost first.

@@ -169,11 +169,19 @@ class FilesAndMetadata:
             return []
         return [n for n in self._xattr_names(node) if not wh.is_private_xattr(n)]
 
-    def setxattr(self, ino: int, name: str, value: bytes) -> None:
+    def setxattr(self, ino: int, name: str, value: bytes, flags: int = 0) -> None:
+        """FLAGS: XATTR_CREATE or XATTR_REPLACE, checked against the merged view before
+        anything is copied up."""
         if not self.config.xattrs:
             raise _err(errno.ENOTSUP)
         if wh.is_private_xattr(name):
             raise _err(errno.EPERM)
+        if flags & (os.XATTR_CREATE | os.XATTR_REPLACE):
+            exists = self.getxattr(ino, name) is not None
+            if flags & os.XATTR_CREATE and exists:
+                raise _err(errno.EEXIST)
+            if flags & os.XATTR_REPLACE and not exists:
+                raise _err(errno.ENODATA)
         node = self.nodes.get(ino)
         self.copy_up(node)
         node.no_upper_xattrs = None  # before the call: it may fail half-way

@@ -1,7 +1,7 @@
 """The merged view of a union mount: lookups through layers, copy-up, whiteouts.
 
 This is plain Python over directory file descriptors and ``*at`` calls; it knows
-nothing of FUSE. :mod:`overlayfs.operations` adapts it to pyfuse3. Errors are raised
+nothing of FUSE. :mod:`overlayfs.operations` adapts it to FUSE. Errors are raised
 as ``OSError`` with the errno the caller should see.
 
 Layers are numbered top first. With an upper directory, layer 0 is the upper and the

@@ -4,7 +4,7 @@ Lifecycle (the readiness contract Podman and mount(8) rely on):
 
 1. parse the command line and open the layers in the foreground, so bad input is one
    line on stderr and exit 1 with nothing mounted;
-2. mount (``pyfuse3.init``) still in the foreground: "busy", "permission denied" and
+2. mount (:meth:`Session.mount`) still in the foreground: "busy", "permission denied" and
    the like are reported the same way;
 3. unless ``-f``/``-d``: fork; the child detaches (setsid, stdio to /dev/null or to
    the file named by ``$LAYERBOX_OVERLAYFS_LOG``) and serves; once its own ``stat``
@@ -22,10 +22,10 @@ Lifecycle (the readiness contract Podman and mount(8) rely on):
    then answers ENOTCONN, which tells the user something is wrong, where a silent
    unmount would let writes land in the empty mountpoint directory.
 
-The /dev/fuse descriptor opened by ``pyfuse3.init`` survives ``fork``. The serving
-loop is :mod:`overlayfs.fuse_loop` (no trio: its import alone took longer than the
-rest of the start-up). The terminating signals are blocked from before the fork until
-the child's handlers are in place, so a SIGTERM in between still unmounts.
+The /dev/fuse descriptor opened by the mount survives ``fork``; the child serves it
+with :mod:`overlayfs.fuse_session`. The terminating signals are blocked from before
+the fork until the child's handlers are in place, so a SIGTERM in between still
+unmounts.
 """
 
 from __future__ import annotations
@@ -36,12 +36,10 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
-from overlayfs import fuse_loop
-
-pyfuse3 = fuse_loop.import_pyfuse3()
 from overlayfs.config import MountConfig
+from overlayfs.fuse_session import MountFailed, Session
 from overlayfs.options import PROG, InfoRequested, OptionError, parse_command_line
 
 log = logging.getLogger(__name__)
@@ -119,11 +117,10 @@ def configure_logging(config: MountConfig) -> None:
     root.setLevel(level)
 
 
-def serve(config: MountConfig, operations: pyfuse3.Operations, fuse_options: set[str]) -> int:
-    """Mount OPERATIONS on the mountpoint and serve until unmounted; the exit status.
-
-    FUSE_OPTIONS are plain option strings (``fsname=a,b`` is fine): they are escaped
-    here for libfuse, which splits each option again on commas.
+def serve(config: MountConfig, operations, fuse_options: set[str]) -> int:
+    """Mount OPERATIONS (see :mod:`overlayfs.fuse_session`) on the mountpoint and serve
+    until unmounted; the exit status. FUSE_OPTIONS are whole option strings
+    (``fsname=a,b`` is one).
     """
     log_fd = None
     if not config.foreground:
@@ -133,8 +130,10 @@ def serve(config: MountConfig, operations: pyfuse3.Operations, fuse_options: set
             print(f"{PROG}: cannot open log file '{exc.filename}': {exc.strerror}",
                   file=sys.stderr)
             return 1
+    session = Session(operations, config.mountpoint, resolve_conflicts(fuse_options))
+    log.debug("mounting on %s with %s", config.mountpoint, sorted(fuse_options))
     try:
-        _mount(operations, config.mountpoint, fuse_options)
+        session.mount()
     except MountFailed as exc:
         print(f"{PROG}: {exc}", file=sys.stderr)
         if log_fd is not None:
@@ -143,7 +142,7 @@ def serve(config: MountConfig, operations: pyfuse3.Operations, fuse_options: set
 
     release = getattr(operations, "close", None)
     if config.foreground:
-        return _run(config.mountpoint, ready_fd=None, release=release)
+        return _run(session, ready_fd=None, release=release)
 
     sys.stdout.flush()
     sys.stderr.flush()
@@ -156,39 +155,16 @@ def serve(config: MountConfig, operations: pyfuse3.Operations, fuse_options: set
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _TERMINATING_SIGNALS)
         os.close(ready_w)
         os.close(log_fd)
-        return _wait_until_serving(pid, ready_r, config.mountpoint)
+        return _wait_until_serving(pid, ready_r, session)
     try:
         os.close(ready_r)
         _detach(log_fd)
-        status = _run(config.mountpoint, ready_fd=ready_w, release=release)
+        status = _run(session, ready_fd=ready_w, release=release)
     except BaseException:  # nothing may escape into the parent's code paths
         log.exception("the filesystem process failed")
         status = 1
     logging.shutdown()
     os._exit(status)
-
-
-class MountFailed(Exception):
-    """``pyfuse3.init`` refused; the message holds libfuse's reason on one line."""
-
-
-def _mount(operations: pyfuse3.Operations, mountpoint: str, fuse_options: set[str]) -> None:
-    options = {_escape_for_libfuse(option) for option in resolve_conflicts(fuse_options)}
-    log.debug("mounting on %s with %s", mountpoint, sorted(options))
-    with _captured_stderr() as captured:
-        try:
-            pyfuse3.init(operations, mountpoint, options)
-        except RuntimeError:
-            failed = True
-        else:
-            failed = False
-    messages = "".join(captured)
-    if failed:
-        reason = " ".join(line.strip().removeprefix("fuse: ")
-                          for line in messages.splitlines() if line.strip())
-        raise MountFailed(f"cannot mount on '{mountpoint}'" + (f": {reason}" if reason else ""))
-    if messages:
-        sys.stderr.write(messages)
 
 
 def resolve_conflicts(options: set[str]) -> set[str]:
@@ -198,40 +174,6 @@ def resolve_conflicts(options: set[str]) -> set[str]:
         if restrictive in result:
             result.discard(permissive)
     return result
-
-
-def _escape_for_libfuse(option: str) -> str:
-    """libfuse splits ``-o`` values on commas and undoes ``\\,``, ``\\\\`` and ``\\ooo``;
-    pyfuse3 passes options as ASCII, so other bytes travel as octal escapes."""
-    out = []
-    for byte in os.fsencode(option):
-        char = chr(byte)
-        if char in ",\\":
-            out.append("\\" + char)
-        elif byte < 0x20 or byte >= 0x7F:
-            out.append(f"\\{byte:03o}")
-        else:
-            out.append(char)
-    return "".join(out)
-
-
-@contextlib.contextmanager
-def _captured_stderr() -> Iterator[list[str]]:
-    """Collect what C code writes to fd 2 (libfuse explains its failures there);
-    the text is in the yielded list once the block is left."""
-    sys.stderr.flush()
-    captured: list[str] = []
-    # A memfd, not tempfile.TemporaryFile: importing tempfile is 4-6 ms of start-up.
-    with open(os.memfd_create("layerbox-overlayfs-stderr", os.MFD_CLOEXEC), "w+b") as capture:
-        saved = os.dup(2)
-        os.dup2(capture.fileno(), 2)
-        try:
-            yield captured
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            capture.seek(0)
-            captured.append(capture.read().decode(errors="replace"))
 
 
 def _open_log(path: str | None) -> int:
@@ -252,7 +194,7 @@ def _detach(log_fd: int) -> None:
     os.close(log_fd)
 
 
-def _wait_until_serving(pid: int, ready_fd: int, mountpoint: str) -> int:
+def _wait_until_serving(pid: int, ready_fd: int, session: Session) -> int:
     """Parent side: exit status 0 once the child serves; else unmount and report."""
     with os.fdopen(ready_fd, "rb", buffering=0) as pipe:
         first = pipe.read(1)
@@ -261,14 +203,14 @@ def _wait_until_serving(pid: int, ready_fd: int, mountpoint: str) -> int:
         message = first + pipe.readall()
     # Our copy of the fuse fd keeps the connection alive: close it (and take the dead
     # mount away) before waiting, or a child thread stuck in a request never exits.
-    pyfuse3.close(unmount=True)
+    session.close(unmount=True)
     _, status = os.waitpid(pid, 0)
     reason = message.decode(errors="replace").strip()
     if not reason:
         reason = f"the filesystem process exited ({_describe_status(status)}) before serving"
         if os.environ.get(LOG_ENV):
             reason += f"; see {os.environ[LOG_ENV]}"
-    print(f"{PROG}: {mountpoint}: {reason}", file=sys.stderr)
+    print(f"{PROG}: {session.mountpoint}: {reason}", file=sys.stderr)
     return 1
 
 
@@ -304,26 +246,28 @@ class _Readiness:
             os.close(fd)
 
 
-def _run(mountpoint: str, ready_fd: int | None,
+def _run(session: Session, ready_fd: int | None,
          release: Callable[[], None] | None = None) -> int:
     """Serve until unmounted or signalled; the exit status. RELEASE (closing the
     layers) is called as soon as the FUSE loop ends."""
+    mountpoint = session.mountpoint
     readiness = _Readiness(ready_fd)
     signalled: list[int] = []
 
     def unmount_on_signal(signum, _frame) -> None:
-        # May run between any two bytecodes of a request: only flag the end here.
+        # May run between any two bytecodes of a request: terminate() only flags the
+        # end then (it interrupts the loop only while it waits for a request).
         signalled.append(signum)
-        pyfuse3.terminate()
+        session.terminate()
 
     try:
-        with fuse_loop.installed():
-            # Handlers before the first request is read, and before the signals the
-            # parent blocked for us are let in.
-            previous = {signum: signal.signal(signum, unmount_on_signal)
-                        for signum in _TERMINATING_SIGNALS}
+        # Handlers before the first request is read, and before the signals the
+        # parent blocked for us are let in.
+        previous = {signum: signal.signal(signum, unmount_on_signal)
+                    for signum in _TERMINATING_SIGNALS}
+        try:
             # The announcing thread starts with them blocked and keeps them so: they are
-            # then always delivered to this thread, whose poll they interrupt.
+            # then always delivered to this thread, whose wait for a request they end.
             signal.pthread_sigmask(signal.SIG_BLOCK, _TERMINATING_SIGNALS)
             if ready_fd is not None:
                 threading.Thread(target=_announce_when_serving, args=(mountpoint, readiness),
@@ -334,23 +278,22 @@ def _run(mountpoint: str, ready_fd: int | None,
                 # load: the thread had not got its turn before the caller's umount).
                 log.info("serving %s (pid %d)", mountpoint, os.getpid())
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _TERMINATING_SIGNALS)
-            try:
-                fuse_loop.run(pyfuse3.main, fuse_loop.MIN_TASKS, fuse_loop.MAX_TASKS)
-            finally:
-                # The session is closed from here on: a late signal must not reach
-                # pyfuse3.terminate() (the handlers from before the loop again).
-                for signum, handler in previous.items():
-                    signal.signal(signum, handler)
+            session.serve()
+        finally:
+            # The session is closed from here on: a late signal must not reach
+            # terminate() (the handlers from before the loop again).
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
     except BaseException as exc:
         log.exception("the filesystem crashed; leaving the mount to report ENOTCONN")
         readiness.failed(f"the filesystem crashed before serving: {exc!r}")
-        pyfuse3.close(unmount=False)
+        session.close(unmount=False)
         return 1
     # Nothing is served any more: free the layers before anything else (see below).
     if release is not None:
         _release_layers(release)
     readiness.failed("the mount went away before it was served")  # no-op once ready
-    pyfuse3.close(unmount=bool(signalled))
+    session.close(unmount=bool(signalled))
     if signalled:
         log.info("received %s: unmounting", signal.Signals(signalled[0]).name)
     log.info("unmounted %s (%s); exiting", mountpoint,

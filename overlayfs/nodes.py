@@ -6,7 +6,7 @@ Invariants (the rest of the package relies on them):
   changes while the node lives, also not when copy-up moves its backing file from a
   lower layer to the upper one.
 * A node lives while the kernel holds a lookup reference (``lookups > 0``), or while
-  a handle is open on it. Only ``forget`` retires a node (pyfuse3's lookup-count rules).
+  a handle is open on it. Only ``forget`` retires a node (the FUSE lookup-count rules).
   A retired node that still has names leaves its inode number behind, keyed by its
   backing identities, and the node made for that file later takes it again: the
   kernel forgets inodes whenever it likes (memory pressure, ``drop_caches``), and

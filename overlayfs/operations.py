@@ -1,20 +1,29 @@
-"""pyfuse3 adapter over :class:`overlayfs.model.Union`.
+"""The FUSE adapter over :class:`overlayfs.model.Union`: requests in (as
+:mod:`overlayfs.fuse_session` hands them over), model calls, replies out.
 
-Converts bytes names and inode numbers in, ``EntryAttributes`` or ``FUSEError`` out;
-nothing else. errno mapping happens once, in :func:`_fuse_errors`.
+Names arrive as bytes and go to the model as str; errors are OSError (the session turns
+them into error replies); anything unexpected is logged once and answered with EIO.
+
+Passthrough: a regular file whose data is in the upper layer is handed to the kernel
+as a backing file when it is opened, so that its reads and writes never come here. A
+file still in a lower layer is served by us (a later copy-up must be able to switch an
+open file to the new copy, which a backing file cannot do), and so is an upper file
+while one of those earlier opens of it is still open: the kernel allows one mode per
+inode at a time. One backing id serves every open of an inode, as the kernel requires.
 """
 
 from __future__ import annotations
 
 import errno
-import functools
 import logging
 import os
+import stat
+import time
 
-import pyfuse3
-
+from overlayfs import fuse_abi as abi
 from overlayfs import readahead
 from overlayfs.config import MountConfig
+from overlayfs.fuse_session import MAX_WRITE as MAX_READ
 from overlayfs.model import Union
 
 log = logging.getLogger(__name__)
@@ -26,276 +35,380 @@ DEFAULT_TIMEOUT = 86400.0
 #: kernel's back (through a grandchild), so its attributes are kept briefly.
 DIR_ATTR_TIMEOUT = 1.0
 
-
-def _fuse_errors(method):
-    """Map OSError to its errno; log anything unexpected once and answer EIO."""
-
-    @functools.wraps(method)
-    async def wrapper(self, *args):
-        try:
-            return method(self, *args)
-        except pyfuse3.FUSEError:
-            raise
-        except OSError as exc:
-            raise pyfuse3.FUSEError(exc.errno or errno.EIO) from None
-        except KeyError:
-            raise pyfuse3.FUSEError(errno.ENOENT) from None
-        except Exception:
-            log.exception("%s%r failed", method.__name__, args)
-            raise pyfuse3.FUSEError(errno.EIO) from None
-
-    return wrapper
+_pack_entry = abi.ENTRY_OUT.pack
+_pack_attr_out = abi.ATTR_OUT.pack
+_pack_dirent_plus = abi.DIRENT_PLUS.pack
+_pack_dirent = abi.DIRENT.pack
+_attr_fields = abi.attr_fields
+_fsdecode = os.fsdecode
 
 
-class UnionOperations(pyfuse3.Operations):
+class UnionOperations:
     supports_dot_lookup = True
 
     def __init__(self, union: Union, timeout: float):
-        super().__init__()
         self.union = union
-        self.timeout = timeout
         self.enable_writeback_cache = union.writable
+        self.enable_passthrough = union.writable
         self.enable_acl = union.config.acl and union.config.xattrs
+        self.session = None
         self._dir_handles: dict[int, tuple[int, list | None]] = {}
-        self._negative_entry: pyfuse3.EntryAttributes | None = None
+        self._next_dir_fh = 1
+        self._read_ahead_pending = True
         cfg = union.config
         self._ids_shown_as_stored = not (cfg.uid_mappings or cfg.gid_mappings) and \
             cfg.squash_to_uid is None and cfg.squash_to_gid is None
-        self._next_dir_fh = 1
-        self._read_ahead_pending = True
+        self._entry_times = abi.timeout_parts(timeout)
+        self._file_times = abi.timeout_parts(timeout)
+        self._dir_times = abi.timeout_parts(DIR_ATTR_TIMEOUT)
+        entry_s, entry_ns = self._entry_times
+        #: nodeid 0: the kernel keeps "no such name" for the entry timeout.
+        self._negative = _pack_entry(0, 0, entry_s, 0, entry_ns, 0, *(0,) * 16)
+        self._read_buffer = memoryview(bytearray(MAX_READ))
+        #: ino → [backing id, opens] of inodes the kernel reads and writes itself.
+        self._backing: dict[int, list[int]] = {}
+        #: ino → opens we serve, of regular files; fh → ino for either kind.
+        self._served: dict[int, int] = {}
+        self._fh_backed: dict[int, int] = {}
+        self._fh_served: dict[int, int] = {}
+
+    def init(self, session) -> None:
+        self.session = session
 
     def close(self) -> None:
         """The session is over: close every layer and file descriptor."""
         self._dir_handles.clear()
         self.union.close()
 
-    # -- conversion -----------------------------------------------------------
-    def _attr(self, node, st: os.stat_result) -> pyfuse3.EntryAttributes:
-        attr = pyfuse3.EntryAttributes()
-        attr.st_ino = node.ino
-        attr.generation = 0
-        attr.entry_timeout = self.timeout
-        attr.attr_timeout = DIR_ATTR_TIMEOUT if node.is_dir else self.timeout
-        attr.st_mode = st.st_mode
-        attr.st_nlink = st.st_nlink
+    def failed(self, opcode: int, exc: Exception) -> int:
+        if isinstance(exc, KeyError):
+            return errno.ENOENT      # an inode or handle we no longer know
+        log.exception("%s failed", abi.NAMES.get(opcode, opcode))
+        return errno.EIO
+
+    # -- conversion -------------------------------------------------------------------------
+    def _ids(self, st: os.stat_result) -> tuple[int, int]:
         if self._ids_shown_as_stored:
-            attr.st_uid = st.st_uid
-            attr.st_gid = st.st_gid
-        else:
-            attr.st_uid, attr.st_gid = self.union.map_out(st.st_uid, st.st_gid)
-        attr.st_rdev = st.st_rdev
-        attr.st_size = st.st_size
-        attr.st_blksize = st.st_blksize
-        attr.st_blocks = st.st_blocks
-        attr.st_atime_ns = st.st_atime_ns
-        attr.st_mtime_ns = st.st_mtime_ns
-        attr.st_ctime_ns = st.st_ctime_ns
-        return attr
+            return st.st_uid, st.st_gid
+        return self.union.map_out(st.st_uid, st.st_gid)
 
-    def _negative(self) -> pyfuse3.EntryAttributes:
-        if self._negative_entry is None:  # pyfuse3 only reads it: one serves every reply
-            attr = pyfuse3.EntryAttributes()
-            attr.st_ino = 0  # a cached negative entry
-            attr.entry_timeout = self.timeout
-            self._negative_entry = attr
-        return self._negative_entry
+    def _entry(self, node, st: os.stat_result) -> bytes:
+        entry_s, entry_ns = self._entry_times
+        attr_s, attr_ns = self._dir_times if node.is_dir else self._file_times
+        return _pack_entry(node.ino, 0, entry_s, attr_s, entry_ns, attr_ns,
+                           *_attr_fields(node.ino, st, *self._ids(st)))
 
-    # -- lookups and attributes ----------------------------------------------
-    @_fuse_errors
-    def lookup(self, parent_inode, name, ctx):
-        found = self.union.lookup(parent_inode, os.fsdecode(name))
+    def _attr_reply(self, node, st: os.stat_result) -> bytes:
+        attr_s, attr_ns = self._dir_times if node.is_dir else self._file_times
+        return _pack_attr_out(attr_s, attr_ns, 0, *_attr_fields(node.ino, st, *self._ids(st)))
+
+    # -- lookups and attributes -------------------------------------------------------------
+    def op_lookup(self, nodeid, body, header):
+        found = self.union.lookup(nodeid, _fsdecode(bytes(body[:-1])))
         if found is None:
-            return self._negative()
-        return self._attr(*found)
+            return self._negative
+        return self._entry(*found)
 
-    async def forget(self, inode_list):
-        for inode, count in inode_list:
-            self.union.forget(inode, count)
+    def op_forget(self, nodeid, body, header):
+        self.union.forget(nodeid, abi.FORGET_IN.unpack_from(body)[0])
 
-    @_fuse_errors
-    def getattr(self, inode, ctx):
-        return self._attr(*self.union.getattr(inode))
+    def op_batch_forget(self, nodeid, body, header):
+        count = abi.BATCH_FORGET_IN.unpack_from(body)[0]
+        forget = self.union.forget
+        for ino, lookups in abi.FORGET_ONE.iter_unpack(body[8:8 + 16 * count]):
+            forget(ino, lookups)
 
-    @_fuse_errors
-    def setattr(self, inode, attr, fields, fh, ctx):
+    def op_getattr(self, nodeid, body, header):
+        return self._attr_reply(*self.union.getattr(nodeid))
+
+    def op_setattr(self, nodeid, body, header):
+        (valid, _, fh, size, _, atime, mtime, _, atime_ns, mtime_ns, _, mode, _, uid, gid,
+         _) = abi.SETATTR_IN.unpack_from(body)
+        if valid & (abi.FATTR_ATIME_NOW | abi.FATTR_MTIME_NOW):
+            now = time.time_ns()
         node, st = self.union.setattr(
-            inode,
-            mode=attr.st_mode if fields.update_mode else None,
-            uid=attr.st_uid if fields.update_uid else None,
-            gid=attr.st_gid if fields.update_gid else None,
-            size=attr.st_size if fields.update_size else None,
-            atime_ns=attr.st_atime_ns if fields.update_atime else None,
-            mtime_ns=attr.st_mtime_ns if fields.update_mtime else None,
-            fh=fh)
-        return self._attr(node, st)
+            nodeid,
+            mode=mode if valid & abi.FATTR_MODE else None,
+            uid=uid if valid & abi.FATTR_UID else None,
+            gid=gid if valid & abi.FATTR_GID else None,
+            size=size if valid & abi.FATTR_SIZE else None,
+            atime_ns=(now if valid & abi.FATTR_ATIME_NOW else atime * 1_000_000_000 + atime_ns)
+            if valid & abi.FATTR_ATIME else None,
+            mtime_ns=(now if valid & abi.FATTR_MTIME_NOW else mtime * 1_000_000_000 + mtime_ns)
+            if valid & abi.FATTR_MTIME else None,
+            fh=fh if valid & abi.FATTR_FH else None)
+        return self._attr_reply(node, st)
 
-    @_fuse_errors
-    def readlink(self, inode, ctx):
-        return os.fsencode(self.union.readlink(inode))
+    def op_readlink(self, nodeid, body, header):
+        return os.fsencode(self.union.readlink(nodeid))
 
-    @_fuse_errors
-    def access(self, inode, mode, ctx):
-        self.union.getattr(inode)  # permission bits are checked by the kernel
-        return True
+    def op_access(self, nodeid, body, header):
+        self.union.getattr(nodeid)  # permission bits are checked by the kernel
+        return b""
 
-    # -- creating and removing names ------------------------------------------
-    @_fuse_errors
-    def mkdir(self, parent_inode, name, mode, ctx):
-        return self._attr(*self.union.mkdir(parent_inode, os.fsdecode(name), mode,
-                                            ctx.uid, ctx.gid))
+    # -- creating and removing names --------------------------------------------------------
+    def op_mkdir(self, nodeid, body, header):
+        mode = abi.MKDIR_IN.unpack_from(body)[0]
+        name = _fsdecode(abi.name_of(body[abi.MKDIR_IN.size:]))
+        return self._entry(*self.union.mkdir(nodeid, name, mode, header[4], header[5]))
 
-    @_fuse_errors
-    def mknod(self, parent_inode, name, mode, rdev, ctx):
-        return self._attr(*self.union.mknod(parent_inode, os.fsdecode(name), mode, rdev,
-                                            ctx.uid, ctx.gid))
+    def op_mknod(self, nodeid, body, header):
+        mode, rdev, _, _ = abi.MKNOD_IN.unpack_from(body)
+        name = _fsdecode(abi.name_of(body[abi.MKNOD_IN.size:]))
+        return self._entry(*self.union.mknod(nodeid, name, mode, rdev, header[4], header[5]))
 
-    @_fuse_errors
-    def symlink(self, parent_inode, name, target, ctx):
-        return self._attr(*self.union.symlink(parent_inode, os.fsdecode(name),
-                                              os.fsdecode(target), ctx.uid, ctx.gid))
+    def op_symlink(self, nodeid, body, header):
+        name, target = abi.split_names(body, 2)
+        return self._entry(*self.union.symlink(nodeid, _fsdecode(name), _fsdecode(target),
+                                               header[4], header[5]))
 
+    def op_create(self, nodeid, body, header):
+        if self._read_ahead_pending:
+            self._first_file_opened()
+        flags, mode, _, _ = abi.CREATE_IN.unpack_from(body)
+        name = _fsdecode(abi.name_of(body[abi.CREATE_IN.size:]))
+        fh, node, st = self.union.create(nodeid, name, mode, flags, header[4], header[5])
+        return [self._entry(node, st), self._open_reply(fh)]
+
+    def op_link(self, nodeid, body, header):
+        old = abi.LINK_IN.unpack_from(body)[0]
+        name = _fsdecode(abi.name_of(body[abi.LINK_IN.size:]))
+        return self._entry(*self.union.link(old, nodeid, name))
+
+    def op_unlink(self, nodeid, body, header):
+        self.union.unlink(nodeid, _fsdecode(abi.name_of(body)))
+        return b""
+
+    def op_rmdir(self, nodeid, body, header):
+        self.union.rmdir(nodeid, _fsdecode(abi.name_of(body)))
+        return b""
+
+    def op_rename(self, nodeid, body, header):
+        new_dir = abi.RENAME_IN.unpack_from(body)[0]
+        old, new = abi.split_names(body[abi.RENAME_IN.size:], 2)
+        self.union.rename(nodeid, _fsdecode(old), new_dir, _fsdecode(new), 0)
+        return b""
+
+    def op_rename2(self, nodeid, body, header):
+        new_dir, flags, _ = abi.RENAME2_IN.unpack_from(body)
+        old, new = abi.split_names(body[abi.RENAME2_IN.size:], 2)
+        self.union.rename(nodeid, _fsdecode(old), new_dir, _fsdecode(new), flags)
+        return b""
+
+    # -- files ------------------------------------------------------------------------------
     def _first_file_opened(self) -> None:
         """Requests come only once the INIT reply is in: the readahead may be raised."""
         self._read_ahead_pending = False
         readahead.raise_for(self.union.config.mountpoint)
 
-    @_fuse_errors
-    def create(self, parent_inode, name, mode, flags, ctx):
+    def op_open(self, nodeid, body, header):
         if self._read_ahead_pending:
             self._first_file_opened()
-        fh, node, st = self.union.create(parent_inode, os.fsdecode(name), mode, flags,
-                                         ctx.uid, ctx.gid)
-        return pyfuse3.FileInfo(fh=fh, keep_cache=True), self._attr(node, st)
+        flags = abi.OPEN_IN.unpack_from(body)[0]
+        return self._open_reply(self.union.open(nodeid, flags))
 
-    @_fuse_errors
-    def link(self, inode, new_parent_inode, new_name, ctx):
-        return self._attr(*self.union.link(inode, new_parent_inode, os.fsdecode(new_name)))
+    def _open_reply(self, fh: int) -> bytes:
+        """OPEN's answer for the handle FH: with a backing id where the kernel may do the
+        file's I/O itself (see the module's docstring), else served by us."""
+        handle = self.union.handle(fh)
+        ino = handle.node.ino
+        backing = self._backing.get(ino)
+        if backing is None and handle.layer == 0 and not self._served.get(ino) \
+                and self.session is not None and self.session.passthrough:
+            backing = self._new_backing(handle)
+        if backing is not None:
+            backing[1] += 1
+            self._fh_backed[fh] = ino
+            return abi.OPEN_OUT.pack(fh, abi.FOPEN_PASSTHROUGH, backing[0])
+        self._served[ino] = self._served.get(ino, 0) + 1   # OPEN is for regular files only
+        self._fh_served[fh] = ino
+        # Upper files can have changed under a backing id since the kernel cached their
+        # pages: it must not keep them. Lower files never change.
+        keep = handle.layer != 0 or not (self.session and self.session.passthrough)
+        return abi.OPEN_OUT.pack(fh, abi.FOPEN_KEEP_CACHE if keep else 0, 0)
 
-    @_fuse_errors
-    def unlink(self, parent_inode, name, ctx):
-        self.union.unlink(parent_inode, os.fsdecode(name))
+    def _new_backing(self, handle) -> list[int] | None:
+        # Every later open of the inode shares this backing file, whatever its mode: it
+        # is opened read-write (the handle's own fd may be read-only).
+        try:
+            fd = os.open(f"/proc/self/fd/{handle.fd}", os.O_RDWR | os.O_CLOEXEC)
+        except OSError:
+            return None
+        try:
+            backing_id = self.session.open_backing(fd)
+        finally:
+            os.close(fd)
+        if backing_id is None:
+            return None
+        entry = self._backing[handle.node.ino] = [backing_id, 0]
+        return entry
 
-    @_fuse_errors
-    def rmdir(self, parent_inode, name, ctx):
-        self.union.rmdir(parent_inode, os.fsdecode(name))
+    def op_read(self, nodeid, body, header):
+        fh, offset, size, _ = abi.READ_IN.unpack_from(body)
+        into = self._read_buffer[:size]     # written out before the next request is read
+        return into[:os.preadv(self.union.handle(fh).fd, (into,), offset)]
 
-    @_fuse_errors
-    def rename(self, parent_inode_old, name_old, parent_inode_new, name_new, flags, ctx):
-        self.union.rename(parent_inode_old, os.fsdecode(name_old), parent_inode_new,
-                          os.fsdecode(name_new), flags)
+    def op_write(self, nodeid, body, header):
+        fh, offset, size, _, _, _, _ = abi.WRITE_IN.unpack_from(body)
+        data = body[abi.WRITE_IN_SIZE:abi.WRITE_IN_SIZE + size]
+        return abi.WRITE_OUT.pack(os.pwrite(self.union.handle(fh).fd, data, offset), 0)
 
-    # -- files ------------------------------------------------------------------
-    @_fuse_errors
-    def open(self, inode, flags, ctx):
-        if self._read_ahead_pending:
-            self._first_file_opened()
-        return pyfuse3.FileInfo(fh=self.union.open(inode, flags), keep_cache=True)
+    # No op_flush: ENOSYS, after which the kernel stops sending FLUSH on every close
+    # (it still writes dirty pages back first).
 
-    @_fuse_errors
-    def read(self, fh, off, size):
-        return os.pread(self.union.handle(fh).fd, size, off)
+    def op_release(self, nodeid, body, header):
+        fh = abi.RELEASE_IN.unpack_from(body)[0]
+        try:
+            self.union.release(fh)
+        finally:
+            self._forget_open(fh)
+        return b""
 
-    @_fuse_errors
-    def write(self, fh, off, buf):
-        return os.pwrite(self.union.handle(fh).fd, buf, off)
+    def _forget_open(self, fh: int) -> None:
+        ino = self._fh_backed.pop(fh, None)
+        if ino is not None:
+            backing = self._backing[ino]
+            backing[1] -= 1
+            if backing[1] == 0:
+                del self._backing[ino]
+                self.session.close_backing(backing[0])
+            return
+        ino = self._fh_served.pop(fh, None)
+        if ino is not None:
+            left = self._served[ino] - 1
+            if left:
+                self._served[ino] = left
+            else:
+                del self._served[ino]
 
-    # No flush(): pyfuse3 answers ENOSYS, after which the kernel stops sending FLUSH
-    # on every close (it still writes dirty pages back first).
+    def op_fsync(self, nodeid, body, header):
+        fh, flags, _ = abi.FSYNC_IN.unpack_from(body)
+        self.union.fsync(fh, bool(flags & abi.FSYNC_FDATASYNC))
+        return b""
 
-    @_fuse_errors
-    def release(self, fh):
-        self.union.release(fh)
-
-    @_fuse_errors
-    def fsync(self, fh, datasync):
-        self.union.fsync(fh, datasync)
-
-    # -- directories ---------------------------------------------------------------
-    @_fuse_errors
-    def opendir(self, inode, ctx):
-        node = self.union.nodes.get(inode)
+    # -- directories ------------------------------------------------------------------------
+    def op_opendir(self, nodeid, body, header):
+        node = self.union.nodes.get(nodeid)
         fh = self._next_dir_fh
         self._next_dir_fh += 1
         self._dir_handles[fh] = (node.ino, None)
         node.open_count += 1
-        return fh
+        return abi.OPEN_OUT.pack(fh, 0, 0)
 
-    @_fuse_errors
-    def readdir(self, fh, start_id, token):
+    def op_readdirplus(self, nodeid, body, header):
+        return self._readdir(body, plus=True)
+
+    def op_readdir(self, nodeid, body, header):
+        return self._readdir(body, plus=False)
+
+    def _readdir(self, body, plus: bool) -> list:
+        fh, start, size, _ = abi.READ_IN.unpack_from(body)
         ino, entries = self._dir_handles[fh]
-        node = self.union.nodes.get(ino)
-        if entries is None or start_id == 0:
-            entries = self.union.list_dir(node)
+        union = self.union
+        node = union.nodes.get(ino)
+        if entries is None or start == 0:
+            entries = union.list_dir(node)
             self._dir_handles[fh] = (ino, entries)
+        out: list = []
+        room = size
         # Offsets 1 and 2 are "." and ".."; entry i of the sorted list has offset i + 3.
-        if start_id < 1:
-            if not pyfuse3.readdir_reply(token, b".", self._attr(node, self.union.stat_node(node)), 1):
-                return
-        if start_id < 2:
-            parent = node.names[0][0] if node.names else node
-            if not pyfuse3.readdir_reply(token, b"..",
-                                         self._attr(parent, self.union.stat_node(parent)), 2):
-                return
+        # The kernel takes no attributes for the two (nodeid 0: none given).
+        dots = ((b".", node.ino, 1), (b"..", (node.names[0][0] if node.names else node).ino, 2))
+        for name, dot_ino, offset in dots[start:]:
+            piece = self._dirent(plus, None, None, name, offset, dot_ino, stat.S_IFDIR)
+            if len(piece) > room:
+                return out
+            room -= len(piece)
+            out.append(piece)
         parent_paths: dict[int, str] = {}  # layer → this directory's path there
-        for index in range(max(start_id - 2, 0), len(entries)):
+        for index in range(max(start - 2, 0), len(entries)):
             name, layer, several = entries[index]
             try:
                 parent_path = parent_paths.get(layer)
                 if parent_path is None:  # raises too once the directory itself is gone
-                    parent_path = parent_paths[layer] = self.union.layer_path(node, layer)
-                child, st = self.union.child_entry(node, name, layer, several, parent_path)
+                    parent_path = parent_paths[layer] = union.layer_path(node, layer)
+                child, st = union.child_entry(node, name, layer, several, parent_path)
             except FileNotFoundError:
                 continue  # removed since the listing was taken
-            if not pyfuse3.readdir_reply(token, os.fsencode(name), self._attr(child, st),
-                                         index + 3):
-                self.union.nodes.maybe_retire(child)
-                return
-            child.lookups += 1
+            piece = self._dirent(plus, child, st, os.fsencode(name), index + 3, child.ino,
+                                 st.st_mode)
+            if len(piece) > room:
+                union.nodes.maybe_retire(child)
+                break
+            room -= len(piece)
+            out.append(piece)
+            if plus:
+                child.lookups += 1   # the kernel counts one for every entry it is sent
+        return out
 
-    @_fuse_errors
-    def releasedir(self, fh):
+    def _dirent(self, plus: bool, node, st, name: bytes, offset: int, ino: int,
+                mode: int) -> bytes:
+        kind = abi.dirent_type(mode)
+        if not plus:
+            return _pack_dirent(ino, offset, len(name), kind) + abi.padded(name)
+        if node is None:
+            return _pack_dirent_plus(0, 0, 0, 0, 0, 0, *(0,) * 16, ino, offset, len(name),
+                                     kind) + abi.padded(name)
+        entry_s, entry_ns = self._entry_times
+        attr_s, attr_ns = self._dir_times if node.is_dir else self._file_times
+        return _pack_dirent_plus(ino, 0, entry_s, attr_s, entry_ns, attr_ns,
+                                 *_attr_fields(ino, st, *self._ids(st)),
+                                 ino, offset, len(name), kind) + abi.padded(name)
+
+    def op_releasedir(self, nodeid, body, header):
+        fh = abi.RELEASE_IN.unpack_from(body)[0]
         ino, _ = self._dir_handles.pop(fh)
         node = self.union.nodes.find(ino)
         if node is not None:
             node.open_count -= 1
             self.union.nodes.maybe_retire(node)
+        return b""
 
-    @_fuse_errors
-    def fsyncdir(self, fh, datasync):
+    def op_fsyncdir(self, nodeid, body, header):
         self.union.sync_upper()
+        return b""
 
-    @_fuse_errors
-    def statfs(self, ctx):
+    def op_statfs(self, nodeid, body, header):
         sv = self.union.statfs()
-        out = pyfuse3.StatvfsData()
-        for name in ("f_bsize", "f_frsize", "f_blocks", "f_bfree", "f_bavail", "f_files",
-                     "f_ffree", "f_favail", "f_namemax"):
-            setattr(out, name, getattr(sv, name))
-        return out
+        return abi.STATFS_OUT.pack(sv.f_blocks, sv.f_bfree, sv.f_bavail, sv.f_files,
+                                   sv.f_ffree, sv.f_bsize, sv.f_namemax, sv.f_frsize)
 
-    # -- extended attributes ----------------------------------------------------
-    @_fuse_errors
-    def getxattr(self, inode, name, ctx):
-        value = self.union.getxattr(inode, os.fsdecode(name))
+    # -- extended attributes ------------------------------------------------------------------
+    def op_getxattr(self, nodeid, body, header):
+        size = abi.XATTR_SIZE.unpack_from(body)[0]
+        value = self.union.getxattr(nodeid, _fsdecode(abi.name_of(body[abi.XATTR_SIZE.size:])))
         if value is None:
-            raise pyfuse3.FUSEError(errno.ENODATA)
-        return value
+            raise OSError(errno.ENODATA, "no such attribute")
+        return _sized(value, size)
 
-    @_fuse_errors
-    def listxattr(self, inode, ctx):
-        return [os.fsencode(n) for n in self.union.listxattr(inode)]
+    def op_listxattr(self, nodeid, body, header):
+        size = abi.XATTR_SIZE.unpack_from(body)[0]
+        names = b"".join(os.fsencode(n) + b"\0" for n in self.union.listxattr(nodeid))
+        return _sized(names, size)
 
-    @_fuse_errors
-    def setxattr(self, inode, name, value, ctx):
-        self.union.setxattr(inode, os.fsdecode(name), value)
+    def op_setxattr(self, nodeid, body, header):
+        size, flags = abi.XATTR_SIZE.unpack_from(body)
+        rest = bytes(body[abi.XATTR_SIZE.size:])
+        name, _, value = rest.partition(b"\0")
+        self.union.setxattr(nodeid, _fsdecode(name), value[:size], flags)
+        return b""
 
-    @_fuse_errors
-    def removexattr(self, inode, name, ctx):
-        self.union.removexattr(inode, os.fsdecode(name))
+    def op_removexattr(self, nodeid, body, header):
+        self.union.removexattr(nodeid, _fsdecode(abi.name_of(body)))
+        return b""
+
+
+def _sized(value: bytes, size: int) -> bytes:
+    """GETXATTR/LISTXATTR: the length alone when asked with size 0, ERANGE if too big."""
+    if size == 0:
+        return abi.XATTR_SIZE.pack(len(value), 0)
+    if len(value) > size:
+        raise OSError(errno.ERANGE, "buffer too small")
+    return value
 
 
 def build(config: MountConfig) -> tuple[UnionOperations, set[str]]:
-    """The Operations for CONFIG and the FUSE mount options it needs.
+    """The operations for CONFIG and the FUSE mount options it needs.
 
     Opens the layer directories now, so call it before daemonizing: a missing or
     unreadable layer is then reported by the foreground process.

@@ -248,15 +248,13 @@ def _split_argv(argv: list[str]) -> _Arguments:
 def _version_text() -> str:
     from importlib import metadata
 
-    def version(package: str) -> str:
-        # Not pyfuse3.__version__: the mount program imports pyfuse3 without
-        # importlib.metadata (overlayfs.fuse_loop.import_pyfuse3), so that says "unknown".
-        try:
-            return metadata.version(package)
-        except metadata.PackageNotFoundError:
-            return "unknown"
-
-    return f"{PROG}: version {version('layerbox')}\npyfuse3 version {version('pyfuse3')}\n"
+    from overlayfs import fuse_abi
+    try:
+        ours = metadata.version("layerbox")
+    except metadata.PackageNotFoundError:
+        ours = "unknown"
+    return (f"{PROG}: version {ours}\n"
+            f"using FUSE kernel interface version {fuse_abi.MAJOR}.{fuse_abi.MINOR}\n")
 
 
 class _Options:

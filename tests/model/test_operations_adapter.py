@@ -1,24 +1,21 @@
-"""The pyfuse3 adapter called directly (no kernel, no mount): names and inodes in,
-EntryAttributes / FileInfo / FUSEError out, and errno mapping in one place."""
+"""The FUSE adapter called directly (no kernel, no mount): request bodies in, as
+/dev/fuse carries them; reply payloads or OSError out, and errno mapping in one place."""
 
 from __future__ import annotations
 
 import errno
 import os
-from types import SimpleNamespace
 
-import pyfuse3
 import pytest
-import trio
 
+from overlayfs import fuse_abi as abi
 from overlayfs.config import MountConfig
 from overlayfs.operations import build
 from tests.support.overlay import Dir, File, build_layer
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="whiteouts and chown need root")
 
-ROOT = pyfuse3.ROOT_INODE
-CTX = SimpleNamespace(uid=0, gid=0, pid=os.getpid(), umask=0o022)
+ROOT = abi.ROOT_ID
 
 
 @pytest.fixture
@@ -40,66 +37,131 @@ def ops(tmp_path):
     operations.union.close()
 
 
-def call(method, *args):
-    return trio.run(method, *args)
+def call(ops, name: str, nodeid: int, body: bytes = b"", uid: int = 0, gid: int = 0) -> bytes:
+    """Answer one request as the session would hand it over; the reply's payload."""
+    header = (40 + len(body), 0, 1, nodeid, uid, gid, os.getpid(), 0, 0)
+    reply = getattr(ops, "op_" + name)(nodeid, memoryview(body), header)
+    if isinstance(reply, list):
+        return b"".join(bytes(piece) for piece in reply)
+    return b"" if reply is None else bytes(reply)
 
 
-def errno_of(method, *args) -> int:
-    with pytest.raises(pyfuse3.FUSEError) as exc:
-        call(method, *args)
+def errno_of(ops, name: str, nodeid: int, body: bytes = b"") -> int:
+    with pytest.raises(OSError) as exc:
+        call(ops, name, nodeid, body)
     return exc.value.errno
 
 
+def entry(reply: bytes) -> dict:
+    fields = abi.ENTRY_OUT.unpack_from(reply)
+    return {"nodeid": fields[0], "entry_valid": fields[2], "size": fields[7],
+            "mode": fields[15], "uid": fields[17]}
+
+
+def attr(reply: bytes) -> dict:
+    fields = abi.ATTR_OUT.unpack_from(reply)
+    return {"ino": fields[3], "size": fields[4], "mode": fields[12]}
+
+
+def lookup(ops, parent: int, name: bytes) -> dict:
+    return entry(call(ops, "lookup", parent, name + b"\0"))
+
+
+def opened(ops, nodeid: int, flags: int) -> int:
+    return abi.OPEN_OUT.unpack_from(call(ops, "open", nodeid, abi.OPEN_IN.pack(flags, 0)))[0]
+
+
+def write(ops, fh: int, offset: int, data: bytes) -> int:
+    body = abi.WRITE_IN.pack(fh, offset, len(data), 0, 0, 0, 0) + data
+    return abi.WRITE_OUT.unpack(call(ops, "write", 0, body))[0]
+
+
+def read(ops, fh: int, offset: int, size: int) -> bytes:
+    return call(ops, "read", 0, abi.READ_IN.pack(fh, offset, size, 0) + bytes(16))
+
+
+def release(ops, fh: int) -> None:
+    call(ops, "release", 0, abi.RELEASE_IN.pack(fh, 0, 0) + bytes(8))
+
+
 def test_lookup_gives_attributes_and_caches_missing_names(ops):
-    attr = call(ops.lookup, ROOT, b"f", CTX)
-    assert (attr.st_size, attr.st_mode & 0o777, attr.st_uid) == (10, 0o600, 3)
-    assert attr.st_ino != ROOT and attr.entry_timeout > 0
-    missing = call(ops.lookup, ROOT, b"nothing", CTX)
-    assert missing.st_ino == 0 and missing.entry_timeout > 0   # a negative entry
-    assert call(ops.getattr, attr.st_ino, CTX).st_ino == attr.st_ino
+    f = lookup(ops, ROOT, b"f")
+    assert (f["size"], f["mode"] & 0o777, f["uid"]) == (10, 0o600, 3)
+    assert f["nodeid"] != ROOT and f["entry_valid"] > 0
+    missing = lookup(ops, ROOT, b"nothing")
+    assert missing["nodeid"] == 0 and missing["entry_valid"] > 0   # a negative entry
+    assert attr(call(ops, "getattr", f["nodeid"], bytes(16)))["ino"] == f["nodeid"]
 
 
-def test_errors_become_fuse_errors_with_the_right_errno(ops):
-    assert errno_of(ops.lookup, ROOT, b"n" * 256, CTX) == errno.ENAMETOOLONG
-    assert errno_of(ops.mkdir, ROOT, b"d", 0o755, CTX) == errno.EEXIST
-    assert errno_of(ops.rmdir, ROOT, b"d", CTX) == errno.ENOTEMPTY
-    assert errno_of(ops.unlink, ROOT, b"nothing", CTX) == errno.ENOENT
-    d = call(ops.lookup, ROOT, b"d", CTX)
-    assert errno_of(ops.link, d.st_ino, ROOT, b"d2", CTX) == errno.EPERM
-    assert errno_of(ops.getattr, 999_999, CTX) == errno.ENOENT    # an unknown inode
+def test_errors_are_oserrors_with_the_right_errno(ops):
+    assert errno_of(ops, "lookup", ROOT, b"n" * 256 + b"\0") == errno.ENAMETOOLONG
+    assert errno_of(ops, "mkdir", ROOT, abi.MKDIR_IN.pack(0o755, 0) + b"d\0") == errno.EEXIST
+    assert errno_of(ops, "rmdir", ROOT, b"d\0") == errno.ENOTEMPTY
+    assert errno_of(ops, "unlink", ROOT, b"nothing\0") == errno.ENOENT
+    d = lookup(ops, ROOT, b"d")
+    assert errno_of(ops, "link", ROOT, abi.LINK_IN.pack(d["nodeid"]) + b"d2\0") == errno.EPERM
+    with pytest.raises(KeyError) as unknown:   # an unknown inode: failed() answers ENOENT
+        call(ops, "getattr", 999_999, bytes(16))
+    assert ops.failed(abi.GETATTR, unknown.value) == errno.ENOENT
 
 
 def test_create_write_read_and_copy_up_through_handles(ops):
-    info, attr = call(ops.create, ROOT, b"new", 0o644, os.O_RDWR, CTX)
-    assert isinstance(info, pyfuse3.FileInfo)
-    assert call(ops.write, info.fh, 0, b"abc") == 3
-    assert call(ops.read, info.fh, 0, 10) == b"abc"
-    call(ops.release, info.fh)
+    reply = call(ops, "create", ROOT, abi.CREATE_IN.pack(os.O_RDWR, 0o100644, 0, 0) + b"new\0")
+    new = entry(reply)
+    fh, open_flags, backing = abi.OPEN_OUT.unpack_from(reply, abi.ENTRY_OUT.size)
+    assert new["nodeid"] and backing == 0   # no session: served by us
+    assert write(ops, fh, 0, b"abc") == 3
+    assert read(ops, fh, 0, 10) == b"abc"
+    release(ops, fh)
     assert (ops.upper / "new").read_bytes() == b"abc"
-    f = call(ops.lookup, ROOT, b"f", CTX)
-    info = call(ops.open, f.st_ino, os.O_WRONLY, CTX)
-    call(ops.write, info.fh, 0, b"UPPER")
-    call(ops.release, info.fh)
+    f = lookup(ops, ROOT, b"f")
+    fh = opened(ops, f["nodeid"], os.O_WRONLY)
+    write(ops, fh, 0, b"UPPER")
+    release(ops, fh)
     assert (ops.upper / "f").read_bytes() == b"UPPER data"
 
 
 def test_setattr_xattrs_rename_and_statfs(ops):
-    f = call(ops.lookup, ROOT, b"f", CTX)
-    fields = SimpleNamespace(update_mode=True, update_uid=False, update_gid=False,
-                             update_size=True, update_atime=False, update_mtime=False)
-    new = pyfuse3.EntryAttributes()
-    new.st_mode, new.st_size = 0o100640, 4
-    attr = call(ops.setattr, f.st_ino, new, fields, None, CTX)
-    assert (attr.st_mode & 0o777, attr.st_size) == (0o640, 4)
-    call(ops.setxattr, f.st_ino, b"user.note", b"1", CTX)
-    assert call(ops.getxattr, f.st_ino, b"user.note", CTX) == b"1"
-    assert b"user.note" in call(ops.listxattr, f.st_ino, CTX)
-    call(ops.removexattr, f.st_ino, b"user.note", CTX)
-    assert errno_of(ops.getxattr, f.st_ino, b"user.note", CTX) == errno.ENODATA
-    call(ops.rename, ROOT, b"d", ROOT, b"moved", 0, CTX)
-    assert call(ops.lookup, ROOT, b"d", CTX).st_ino == 0
-    assert call(ops.lookup, ROOT, b"moved", CTX).st_ino != 0
-    assert call(ops.statfs, CTX).f_namemax >= 255
+    f = lookup(ops, ROOT, b"f")["nodeid"]
+    body = abi.SETATTR_IN.pack(abi.FATTR_MODE | abi.FATTR_SIZE, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0,
+                               0o100640, 0, 0, 0, 0)
+    changed = attr(call(ops, "setattr", f, body))
+    assert (changed["mode"] & 0o777, changed["size"]) == (0o640, 4)
+    call(ops, "setxattr", f, abi.XATTR_SIZE.pack(1, 0) + b"user.note\0" + b"1")
+    asked = abi.XATTR_SIZE.pack(0, 0) + b"user.note\0"
+    assert abi.XATTR_SIZE.unpack(call(ops, "getxattr", f, asked))[0] == 1   # size 0: the length
+    assert call(ops, "getxattr", f, abi.XATTR_SIZE.pack(64, 0) + b"user.note\0") == b"1"
+    assert errno_of(ops, "getxattr", f, abi.XATTR_SIZE.pack(0, 0) + b"user.nothing\0") \
+        == errno.ENODATA
+    listed = call(ops, "listxattr", f, abi.XATTR_SIZE.pack(1024, 0))
+    assert b"user.note\0" in listed
+    assert errno_of(ops, "listxattr", f, abi.XATTR_SIZE.pack(1, 0)) == errno.ERANGE
+    call(ops, "removexattr", f, b"user.note\0")
+    assert errno_of(ops, "getxattr", f, asked) == errno.ENODATA
+    call(ops, "rename", ROOT, abi.RENAME_IN.pack(ROOT) + b"d\0moved\0")
+    assert lookup(ops, ROOT, b"d")["nodeid"] == 0
+    assert lookup(ops, ROOT, b"moved")["nodeid"] != 0
+    statfs = abi.STATFS_OUT.unpack(call(ops, "statfs", ROOT))
+    assert statfs[6] >= 255   # namelen
+
+
+def test_readdirplus_fits_the_buffer_and_counts_what_it_sends(ops):
+    d = lookup(ops, ROOT, b"d")["nodeid"]
+    fh = abi.OPEN_OUT.unpack(call(ops, "opendir", d, abi.OPEN_IN.pack(0, 0)))[0]
+    listing = call(ops, "readdirplus", d, abi.READ_IN.pack(fh, 0, 4096, 0) + bytes(16))
+    names, offset = [], 0
+    while offset < len(listing):
+        fields = abi.DIRENT_PLUS.unpack_from(listing, offset)
+        namelen = fields[-2]
+        start = offset + abi.DIRENT_PLUS.size
+        names.append((listing[start:start + namelen], fields[0] != 0))
+        offset = start + (namelen + 7) // 8 * 8
+    assert names == [(b".", False), (b"..", False), (b"x", True)]   # dots carry no entry
+    x = ops.union.nodes.get(lookup(ops, d, b"x")["nodeid"])
+    assert x.lookups == 2   # one for the readdirplus entry, one for the lookup
+    one = call(ops, "readdirplus", d, abi.READ_IN.pack(fh, 0, 60, 0) + bytes(16))
+    assert one == b""   # not even "." fits in 60 bytes
+    call(ops, "releasedir", d, abi.RELEASE_IN.pack(fh, 0, 0) + bytes(8))
 
 
 def test_mount_options_follow_the_config(ops, tmp_path):
@@ -109,9 +171,9 @@ def test_mount_options_follow_the_config(ops, tmp_path):
                             lowers=(str(tmp_path / "lower"),))
     ro_ops, options = build(read_only)
     try:
-        assert "ro" in options
-        f = call(ro_ops.lookup, ROOT, b"f", CTX)
-        assert errno_of(ro_ops.open, f.st_ino, os.O_WRONLY, CTX) == errno.EROFS
+        assert "ro" in options and not ro_ops.enable_passthrough
+        f = lookup(ro_ops, ROOT, b"f")["nodeid"]
+        assert errno_of(ro_ops, "open", f, abi.OPEN_IN.pack(os.O_WRONLY, 0)) == errno.EROFS
     finally:
         ro_ops.union.close()
 
@@ -132,8 +194,7 @@ def test_close_releases_every_fd_on_the_layers(ops, tmp_path):
     """The daemon calls it as soon as the FUSE loop ends: umount(8) returns before the
     daemon exits, and an fd left on a layer kept its file system busy (fuse-overlayfs'
     test-passthrough.sh and test-mmap.sh unmount the layers' file systems right after)."""
-    f = call(ops.lookup, ROOT, b"f", CTX)
-    call(ops.open, f.st_ino, os.O_RDONLY, CTX)
+    opened(ops, lookup(ops, ROOT, b"f")["nodeid"], os.O_RDONLY)
     assert _fds_under(tmp_path)
     ops.close()
     assert _fds_under(tmp_path) == []

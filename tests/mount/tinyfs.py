@@ -16,68 +16,86 @@ import os
 import stat
 import sys
 
-import pyfuse3
-
+from overlayfs import fuse_abi as abi
 from overlayfs.mount import configure_logging, serve
 from overlayfs.options import InfoRequested, OptionError, PROG, parse_command_line
 
 HELLO = b"hello from tinyfs\n"
-_ROOT = pyfuse3.ROOT_INODE
+_ROOT = abi.ROOT_ID
 _FILES = {b"hello": (_ROOT + 1, HELLO), b"crash": (_ROOT + 2, b"never read\n")}
 
 
-class TinyOperations(pyfuse3.Operations):
-    def _attr(self, inode: int) -> pyfuse3.EntryAttributes:
-        attr = pyfuse3.EntryAttributes()
-        attr.st_ino = inode
-        attr.entry_timeout = attr.attr_timeout = 1.0
+class _Stat:
+    """What abi.attr_fields reads of an os.stat_result."""
+
+    st_blocks = st_atime_ns = st_mtime_ns = st_ctime_ns = st_rdev = 0
+    st_uid = st_gid = 0
+    st_blksize = 4096
+
+    def __init__(self, mode: int, nlink: int, size: int):
+        self.st_mode, self.st_nlink, self.st_size = mode, nlink, size
+
+
+class TinyOperations:
+    def _fields(self, inode: int) -> tuple:
         if inode == _ROOT:
-            attr.st_mode = stat.S_IFDIR | 0o755
-            attr.st_nlink = 2
+            st = _Stat(stat.S_IFDIR | 0o755, 2, 0)
         else:
-            attr.st_mode = stat.S_IFREG | 0o644
-            attr.st_nlink = 1
-            attr.st_size = len(self._content(inode))
-        return attr
+            st = _Stat(stat.S_IFREG | 0o644, 1, len(self._content(inode)))
+        return abi.attr_fields(inode, st, 0, 0)
 
     @staticmethod
     def _content(inode: int) -> bytes:
         for ino, content in _FILES.values():
             if ino == inode:
                 return content
-        raise pyfuse3.FUSEError(errno.ENOENT)
+        raise OSError(errno.ENOENT, "no such file")
 
-    async def getattr(self, inode, ctx=None):
-        if inode == _ROOT and os.environ.get("TINYFS_BROKEN_ROOT"):
+    def op_getattr(self, nodeid, body, header):
+        if nodeid == _ROOT and os.environ.get("TINYFS_BROKEN_ROOT"):
             raise RuntimeError("tinyfs: deliberately broken root")
-        if inode != _ROOT:
-            self._content(inode)
-        return self._attr(inode)
+        return abi.ATTR_OUT.pack(1, 0, 0, *self._fields(nodeid))
 
-    async def lookup(self, parent_inode, name, ctx=None):
-        if parent_inode != _ROOT or name not in _FILES:
-            raise pyfuse3.FUSEError(errno.ENOENT)
-        return self._attr(_FILES[name][0])
+    def op_lookup(self, nodeid, body, header):
+        name = abi.name_of(body)
+        if nodeid != _ROOT or name not in _FILES:
+            raise OSError(errno.ENOENT, "no such file")
+        inode = _FILES[name][0]
+        return abi.ENTRY_OUT.pack(inode, 0, 1, 1, 0, 0, *self._fields(inode))
 
-    async def opendir(self, inode, ctx):
-        if inode != _ROOT:
-            raise pyfuse3.FUSEError(errno.ENOTDIR)
-        return inode
+    def op_opendir(self, nodeid, body, header):
+        if nodeid != _ROOT:
+            raise OSError(errno.ENOTDIR, "not a directory")
+        return abi.OPEN_OUT.pack(nodeid, 0, 0)
 
-    async def readdir(self, fh, start_id, token):
-        names = sorted(_FILES)
-        for index, name in enumerate(names[start_id:], start=start_id):
-            if not pyfuse3.readdir_reply(token, name, self._attr(_FILES[name][0]), index + 1):
-                return
+    def op_readdirplus(self, nodeid, body, header):
+        _, start, size, _ = abi.READ_IN.unpack_from(body)
+        out, room = [], size
+        for offset, name in enumerate(sorted(_FILES)[start:], start=start + 1):
+            inode = _FILES[name][0]
+            piece = abi.DIRENT_PLUS.pack(inode, 0, 1, 1, 0, 0, *self._fields(inode), inode,
+                                         offset, len(name), stat.S_IFREG >> 12) + abi.padded(name)
+            if len(piece) > room:
+                break
+            room -= len(piece)
+            out.append(piece)
+        return out
 
-    async def open(self, inode, flags, ctx):
-        self._content(inode)
-        return pyfuse3.FileInfo(fh=inode)
+    def op_releasedir(self, nodeid, body, header):
+        return b""
 
-    async def read(self, fh, off, size):
+    def op_open(self, nodeid, body, header):
+        self._content(nodeid)
+        return abi.OPEN_OUT.pack(nodeid, 0, 0)
+
+    def op_read(self, nodeid, body, header):
+        fh, offset, size, _ = abi.READ_IN.unpack_from(body)
         if fh == _FILES[b"crash"][0]:
             raise RuntimeError("tinyfs: deliberate crash in read()")
-        return self._content(fh)[off:off + size]
+        return self._content(fh)[offset:offset + size]
+
+    def op_release(self, nodeid, body, header):
+        return b""
 
 
 def main(argv: list[str]) -> int:

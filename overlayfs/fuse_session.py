@@ -1,0 +1,316 @@
+"""A FUSE session on /dev/fuse, spoken directly: mount, the INIT handshake, the request
+loop, replies, passthrough backing files, unmount.
+
+Why not libfuse (through pyfuse3), which served before: Debian's libfuse 3.14 cannot
+negotiate FUSE passthrough (kernel 6.9+), where the kernel reads and writes an open
+file's backing file itself, without a request to us; and a Python request loop over
+the raw protocol costs no more per request than pyfuse3's did (one ``readv`` into a
+reused buffer, one ``struct`` unpack, one ``writev``), with no coroutine, no
+per-request objects and no library to load at start-up.
+
+The loop is single-threaded: our handlers never block on anything but the local disk,
+and with passthrough the bulk data does not come through here at all.
+
+An operations object answers opcode N through its method ``op_<abi.NAMES[N]>(nodeid,
+body, header)``: BODY is a memoryview of the request's arguments (valid only during
+the call), HEADER the unpacked ``fuse_in_header``. A handler returns the reply's
+payload (bytes, or a list of bytes-like pieces) or raises OSError for an error reply.
+Any other exception goes to ``operations.failed(opcode, exc)``, which returns the errno
+to answer with; without that method it ends the loop (the crash path of the mount
+program). Before the first request it sees, ``operations.init(session)`` is called.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import stat
+import logging
+import subprocess
+
+from overlayfs import fuse_abi as abi
+
+#: The largest WRITE (and READ) the kernel is allowed to send: 256 pages, its maximum.
+MAX_WRITE = 1 << 20
+#: A request: header, WRITE arguments and data, rounded up to a page.
+BUFFER_SIZE = MAX_WRITE + 4096
+#: The user namespace every process starts in; passthrough needs CAP_SYS_ADMIN there.
+_INIT_USER_NS_MAP = "0          0 4294967295"
+
+_MS_FLAGS = {"ro": 1, "nosuid": 2, "nodev": 4, "noexec": 8}
+_MS_CLEARED_BY = {"rw": 1, "suid": 2, "dev": 4, "exec": 8}
+#: Options that travel in the mount's data string, as libfuse passes them.
+_KERNEL_DATA = ("default_permissions", "allow_other")
+_KERNEL_DATA_VALUED = ("max_read=", "context=", "fscontext=", "defcontext=", "rootcontext=")
+_MNT_DETACH = 2
+
+
+class MountFailed(Exception):
+    """The mount was refused; the message says why, on one line."""
+
+
+class Stopped(Exception):
+    """Raised by :meth:`Session.terminate` into a loop that is waiting for a request."""
+
+
+def _libc():
+    import ctypes
+    return ctypes, ctypes.CDLL(None, use_errno=True)
+
+
+class Session:
+    def __init__(self, operations, mountpoint: str, options: set[str]):
+        self.operations = operations
+        self.mountpoint = mountpoint
+        self.fd: int | None = None
+        #: The kernel reads and writes files opened with a backing id itself.
+        self.passthrough = False
+        self._options = set(options)
+        self._fusermount = False
+        self._stopping = False
+        self._waiting = False
+        self._handlers: dict[int, object] = {}
+        self._failed = getattr(operations, "failed", None)
+        self.log = logging.getLogger(__name__)
+
+    # -- mounting -------------------------------------------------------------------------
+    def mount(self) -> None:
+        """Mount on the mountpoint (MountFailed says why not); /dev/fuse is then open."""
+        fsname, subtype, flags, data = self._mount_parameters()
+        try:
+            st = os.stat(self.mountpoint)
+        except OSError as exc:
+            raise MountFailed(f"cannot mount on '{self.mountpoint}': {exc.strerror}") from None
+        fd = os.open("/dev/fuse", os.O_RDWR | os.O_CLOEXEC)
+        data = [f"fd={fd}", f"rootmode={stat.S_IFMT(st.st_mode):o}",
+                f"user_id={os.getuid()}", f"group_id={os.getgid()}", *data]
+        ctypes, libc = _libc()
+        fstype = f"fuse.{subtype}" if subtype else "fuse"
+        result = libc.mount(os.fsencode(fsname), os.fsencode(self.mountpoint),
+                            fstype.encode(), ctypes.c_ulong(flags),
+                            os.fsencode(",".join(data)))
+        if result == 0:
+            self.fd = fd
+            return
+        error = ctypes.get_errno()
+        os.close(fd)
+        if error == errno.EPERM and os.geteuid() != 0:
+            self.fd = self._mount_with_fusermount(fsname, subtype)
+            self._fusermount = True
+            return
+        raise MountFailed(f"cannot mount on '{self.mountpoint}': {os.strerror(error)}")
+
+    def _mount_parameters(self) -> tuple[str, str, int, list[str]]:
+        fsname, subtype, data = "layerbox-overlayfs", "", []
+        flags = _MS_FLAGS["nosuid"] | _MS_FLAGS["nodev"]
+        cleared = 0
+        for option in sorted(self._options):
+            if option.startswith("fsname="):
+                fsname = option[len("fsname="):]
+            elif option.startswith("subtype="):
+                subtype = option[len("subtype="):]
+            elif option in _MS_FLAGS:
+                flags |= _MS_FLAGS[option]
+            elif option in _MS_CLEARED_BY:
+                cleared |= _MS_CLEARED_BY[option]
+            elif option in _KERNEL_DATA or option.startswith(_KERNEL_DATA_VALUED):
+                data.append(option)
+            else:
+                raise MountFailed(f"cannot mount on '{self.mountpoint}': "
+                                  f"unknown option '{option}'")
+        # An explicit restriction beats its permissive twin (nosuid beats suid).
+        explicit = {_MS_FLAGS[o] for o in self._options if o in _MS_FLAGS}
+        for bit in (1, 2, 4, 8):
+            if cleared & bit and bit not in explicit:
+                flags &= ~bit
+        return fsname, subtype, flags, data
+
+    def _mount_with_fusermount(self, fsname: str, subtype: str) -> int:
+        """Not allowed to mount(2): fusermount3 (setuid) mounts and hands us the fd."""
+        import socket
+        options = [f"fsname={_escape(fsname)}"] + ([f"subtype={subtype}"] if subtype else [])
+        options += [o for o in sorted(self._options)
+                    if not o.startswith(("fsname=", "subtype=")) and o not in ("suid", "dev")]
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        with ours, theirs:
+            try:
+                done = subprocess.run(
+                    ["fusermount3", "-o", ",".join(options), "--", self.mountpoint],
+                    pass_fds=(theirs.fileno(),), capture_output=True, text=True,
+                    env={**os.environ, "_FUSE_COMMFD": str(theirs.fileno())})
+            except FileNotFoundError:
+                raise MountFailed(f"cannot mount on '{self.mountpoint}': not permitted, "
+                                  "and fusermount3 is not installed") from None
+            if done.returncode != 0:
+                reason = " ".join(done.stderr.split()).removeprefix("fusermount3: ")
+                raise MountFailed(f"cannot mount on '{self.mountpoint}': {reason}")
+            theirs.close()
+            _, fds, _, _ = socket.recv_fds(ours, 1, 1)
+        if not fds:
+            raise MountFailed(f"cannot mount on '{self.mountpoint}': fusermount3 sent no fd")
+        os.set_inheritable(fds[0], False)
+        return fds[0]
+
+    def close(self, unmount: bool) -> None:
+        """Close /dev/fuse (which ends the connection); with UNMOUNT, take the mount away
+        too (lazily, as libfuse does: a process still inside does not keep it)."""
+        fd, self.fd = self.fd, None
+        if fd is None:
+            return
+        os.close(fd)
+        if not unmount:
+            return
+        if self._fusermount:
+            subprocess.run(["fusermount3", "-u", "-q", "-z", "--", self.mountpoint],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            return
+        _, libc = _libc()
+        libc.umount2(os.fsencode(self.mountpoint), _MNT_DETACH)
+
+    # -- serving --------------------------------------------------------------------------
+    def terminate(self) -> None:
+        """End the loop (from a signal handler): at once if it waits for a request, else
+        once the request in hand is answered."""
+        self._stopping = True
+        if self._waiting:
+            raise Stopped()
+
+    def serve(self) -> None:
+        """Answer requests until the filesystem is unmounted or :meth:`terminate` is called."""
+        fd = self.fd
+        buffer = bytearray(BUFFER_SIZE)
+        view = memoryview(buffer)
+        unpack_header = abi.IN_HEADER.unpack_from
+        pack_out = abi.OUT_HEADER.pack
+        readv, writev = os.readv, os.writev
+        handlers = self._handlers
+        handlers[abi.INIT] = self._init
+        try:
+            while not self._stopping:
+                self._waiting = True
+                try:
+                    length = readv(fd, (buffer,))
+                except OSError as exc:
+                    if exc.errno == errno.ENODEV:     # unmounted
+                        return
+                    if exc.errno in (errno.ENOENT, errno.EINTR, errno.EAGAIN):
+                        continue                      # a request taken back
+                    raise
+                finally:
+                    self._waiting = False
+                header = unpack_header(buffer)
+                opcode, unique = header[1], header[2]
+                handler = handlers.get(opcode)
+                try:
+                    if handler is None:
+                        if opcode in abi.NO_REPLY:
+                            continue
+                        raise OSError(errno.ENOSYS, "not implemented")
+                    reply = handler(header[3], view[40:length], header)
+                    if reply is None:
+                        continue
+                    if type(reply) is list:
+                        size = 16 + sum(len(piece) for piece in reply)
+                        reply.insert(0, pack_out(size, 0, unique))
+                        writev(fd, reply)
+                    else:
+                        writev(fd, (pack_out(16 + len(reply), 0, unique), reply))
+                    continue
+                except OSError as exc:
+                    # Also a failed reply: ENOENT (the request was interrupted) makes the
+                    # error reply fail the same way, which _reply_error lets pass.
+                    error = exc.errno or errno.EIO
+                except Exception as exc:
+                    if self._failed is None:
+                        raise
+                    error = self._failed(opcode, exc)
+                self._reply_error(unique, error)
+        except Stopped:
+            return
+
+    def _reply_error(self, unique: int, error: int) -> None:
+        try:
+            os.write(self.fd, abi.OUT_HEADER.pack(16, -error, unique))
+        except OSError as exc:
+            if exc.errno != errno.ENOENT:   # the request was interrupted: nobody waits
+                raise
+
+    # -- the handshake --------------------------------------------------------------------
+    def _init(self, nodeid, body, header):
+        major, minor, max_readahead, flags, flags2 = abi.INIT_IN.unpack_from(
+            bytes(body).ljust(abi.INIT_IN.size, b"\0"))
+        if major < abi.MAJOR:
+            raise OSError(errno.EPROTO, "kernel FUSE protocol too old")
+        if major > abi.MAJOR:    # the kernel then asks again, in our version
+            return abi.INIT_OUT.pack(abi.MAJOR, abi.MINOR, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+        offered = flags | (flags2 << 32 if flags & abi.INIT_EXT else 0)
+        ops = self.operations
+        want = (abi.ASYNC_READ | abi.ATOMIC_O_TRUNC | abi.BIG_WRITES | abi.AUTO_INVAL_DATA
+                | abi.DO_READDIRPLUS | abi.ASYNC_DIO | abi.PARALLEL_DIROPS
+                | abi.HANDLE_KILLPRIV | abi.MAX_PAGES | abi.INIT_EXT)
+        if getattr(ops, "supports_dot_lookup", False):
+            want |= abi.EXPORT_SUPPORT
+        if getattr(ops, "enable_acl", False):
+            want |= abi.POSIX_ACL
+        if getattr(ops, "enable_passthrough", False) and offered & abi.PASSTHROUGH \
+                and minor >= 40 and _may_pass_through():
+            want |= abi.PASSTHROUGH     # excludes the writeback cache (the kernel's rule)
+        elif getattr(ops, "enable_writeback_cache", False):
+            want |= abi.WRITEBACK_CACHE
+        granted = want & offered
+        self.passthrough = bool(granted & abi.PASSTHROUGH)
+        self._install_handlers()
+        if hasattr(ops, "init"):
+            ops.init(self)
+        self.log.debug("FUSE %d.%d, flags %#x of %#x, passthrough %s", major, minor, granted,
+                       offered, self.passthrough)
+        return abi.INIT_OUT.pack(
+            abi.MAJOR, min(minor, abi.MINOR), max_readahead, granted & 0xFFFFFFFF,
+            0, 0, MAX_WRITE, 1, MAX_WRITE // 4096, 0, granted >> 32,
+            1 if self.passthrough else 0)
+
+    def _install_handlers(self) -> None:
+        for opcode, name in abi.NAMES.items():
+            method = getattr(self.operations, "op_" + name, None)
+            if method is not None:
+                self._handlers[opcode] = method
+
+    # -- passthrough ----------------------------------------------------------------------
+    def open_backing(self, fd: int) -> int | None:
+        """Register FD's file as a backing file; its id, or None if the kernel refuses
+        (then nothing more is tried: the refusal is about us, not about the file)."""
+        try:
+            return fcntl.ioctl(self.fd, abi.DEV_IOC_BACKING_OPEN,
+                               bytearray(abi.BACKING_MAP.pack(fd, 0, 0)), True)
+        except OSError as exc:
+            if exc.errno in (errno.EPERM, errno.ENOTTY, errno.EINVAL, errno.EOPNOTSUPP):
+                self.log.info("passthrough refused (%s): serving file data ourselves",
+                              exc.strerror)
+                self.passthrough = False
+            else:
+                self.log.debug("no backing file for fd %d: %s", fd, exc.strerror)
+            return None
+
+    def close_backing(self, backing_id: int) -> None:
+        try:
+            fcntl.ioctl(self.fd, abi.DEV_IOC_BACKING_CLOSE, abi.BACKING_ID.pack(backing_id))
+        except OSError as exc:
+            self.log.warning("closing backing id %d: %s", backing_id, exc.strerror)
+
+
+def _may_pass_through() -> bool:
+    """Registering a backing file takes CAP_SYS_ADMIN in the initial user namespace
+    (root, not root in a rootless container): only then is passthrough asked for,
+    since asking gives up the writeback cache."""
+    if os.geteuid() != 0:
+        return False
+    try:
+        with open("/proc/self/uid_map") as uid_map:
+            return " ".join(uid_map.read().split()) == " ".join(_INIT_USER_NS_MAP.split())
+    except OSError:
+        return False
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace(",", "\\,")
