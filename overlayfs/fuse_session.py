@@ -82,7 +82,15 @@ class Session:
             st = os.stat(self.mountpoint)
         except OSError as exc:
             raise MountFailed(f"cannot mount on '{self.mountpoint}': {exc.strerror}") from None
-        fd = os.open("/dev/fuse", os.O_RDWR | os.O_CLOEXEC)
+        try:
+            fd = os.open("/dev/fuse", os.O_RDWR | os.O_CLOEXEC)
+        except OSError as exc:
+            if exc.errno in (errno.EACCES, errno.EPERM) and os.geteuid() != 0:
+                self.fd = self._mount_with_fusermount(fsname, subtype)
+                self._fusermount = True
+                return
+            raise MountFailed(f"cannot mount on '{self.mountpoint}': /dev/fuse: "
+                              f"{exc.strerror}") from None
         data = [f"fd={fd}", f"rootmode={stat.S_IFMT(st.st_mode):o}",
                 f"user_id={os.getuid()}", f"group_id={os.getgid()}", *data]
         ctypes, libc = _libc()
