@@ -3,7 +3,8 @@ loop, replies, passthrough backing files, unmount.
 
 Why not libfuse (through pyfuse3), which served before: Debian's libfuse 3.14 cannot
 negotiate FUSE passthrough (kernel 6.9+), where the kernel reads and writes an open
-file's backing file itself, without a request to us; and a Python request loop over
+file's backing file itself (a write still asks us for ``security.capability``, as every
+FUSE write does); and a Python request loop over
 the raw protocol costs no more per request than pyfuse3's did (one ``readv`` into a
 reused buffer, one ``struct`` unpack, one ``writev``), with no coroutine, no
 per-request objects and no library to load at start-up.
@@ -31,8 +32,10 @@ import subprocess
 
 from overlayfs import fuse_abi as abi
 
-#: The largest WRITE (and READ) the kernel is allowed to send: 256 pages, its maximum.
+#: The largest WRITE (and READ) the kernel is allowed to send: 1 MiB (256 pages of 4 KiB,
+#: the kernel's maximum; fewer, larger pages elsewhere).
 MAX_WRITE = 1 << 20
+PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 #: A request: header, WRITE arguments and data, rounded up to a page.
 BUFFER_SIZE = MAX_WRITE + 4096
 #: The user namespace every process starts in; passthrough needs CAP_SYS_ADMIN there.
@@ -166,6 +169,13 @@ class Session:
         fd, self.fd = self.fd, None
         if fd is None:
             return
+        if unmount:
+            # POLLERR: the connection is gone, so is our mount; whatever is mounted on
+            # the path now is someone else's (libfuse's check too).
+            import select
+            poller = select.poll()
+            poller.register(fd, 0)
+            unmount = not any(events & select.POLLERR for _, events in poller.poll(0))
         os.close(fd)
         if not unmount:
             return
@@ -173,8 +183,10 @@ class Session:
             subprocess.run(["fusermount3", "-u", "-q", "-z", "--", self.mountpoint],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             return
-        _, libc = _libc()
-        libc.umount2(os.fsencode(self.mountpoint), _MNT_DETACH)
+        ctypes, libc = _libc()
+        if libc.umount2(os.fsencode(self.mountpoint), _MNT_DETACH) != 0:
+            self.log.warning("unmounting %s: %s", self.mountpoint,
+                             os.strerror(ctypes.get_errno()))
 
     # -- serving --------------------------------------------------------------------------
     def terminate(self) -> None:
@@ -196,6 +208,10 @@ class Session:
         handlers[abi.INIT] = self._init
         try:
             while not self._stopping:
+                # A signal while we wait raises Stopped out of readv (terminate()). If it
+                # comes just after readv returned, that request goes unanswered here: it
+                # ends with ENOTCONN when close() drops the connection a moment later,
+                # like every request that arrives after the signal.
                 self._waiting = True
                 try:
                     length = readv(fd, (buffer,))
@@ -210,30 +226,34 @@ class Session:
                 header = unpack_header(buffer)
                 opcode, unique = header[1], header[2]
                 handler = handlers.get(opcode)
+                if handler is None:
+                    if opcode not in abi.NO_REPLY:
+                        self._reply_error(unique, errno.ENOSYS)
+                    continue
                 try:
-                    if handler is None:
-                        if opcode in abi.NO_REPLY:
-                            continue
-                        raise OSError(errno.ENOSYS, "not implemented")
                     reply = handler(header[3], view[40:length], header)
-                    if reply is None:
-                        continue
+                except OSError as exc:
+                    self._reply_error(unique, exc.errno or errno.EIO)
+                    continue
+                except Exception as exc:
+                    if self._failed is None:
+                        raise
+                    self._reply_error(unique, self._failed(opcode, exc))
+                    continue
+                if reply is None:
+                    if opcode not in abi.NO_REPLY:   # a handler that forgot its answer
+                        self.log.error("%s gave no reply", abi.NAMES.get(opcode, opcode))
+                        self._reply_error(unique, errno.EIO)
+                    continue
+                try:
                     if type(reply) is list:
                         size = 16 + sum(len(piece) for piece in reply)
                         reply.insert(0, pack_out(size, 0, unique))
                         writev(fd, reply)
                     else:
                         writev(fd, (pack_out(16 + len(reply), 0, unique), reply))
-                    continue
                 except OSError as exc:
-                    # Also a failed reply: ENOENT (the request was interrupted) makes the
-                    # error reply fail the same way, which _reply_error lets pass.
-                    error = exc.errno or errno.EIO
-                except Exception as exc:
-                    if self._failed is None:
-                        raise
-                    error = self._failed(opcode, exc)
-                self._reply_error(unique, error)
+                    self._reply_failed(opcode, exc)
         except Stopped:
             return
 
@@ -241,8 +261,14 @@ class Session:
         try:
             os.write(self.fd, abi.OUT_HEADER.pack(16, -error, unique))
         except OSError as exc:
-            if exc.errno != errno.ENOENT:   # the request was interrupted: nobody waits
-                raise
+            self._reply_failed(None, exc)
+
+    def _reply_failed(self, opcode: int | None, exc: OSError) -> None:
+        # ENOENT: the request was interrupted and nobody waits for it. Anything else is
+        # a malformed reply (the kernel has failed the request with EIO already).
+        if exc.errno != errno.ENOENT:
+            self.log.error("the reply to %s was refused: %s",
+                           abi.NAMES.get(opcode, opcode) if opcode else "a request", exc)
 
     # -- the handshake --------------------------------------------------------------------
     def _init(self, nodeid, body, header):
@@ -254,9 +280,11 @@ class Session:
             return abi.INIT_OUT.pack(abi.MAJOR, abi.MINOR, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
         offered = flags | (flags2 << 32 if flags & abi.INIT_EXT else 0)
         ops = self.operations
+        # Not HANDLE_KILLPRIV (libfuse's default): the kernel then clears set-id bits on
+        # write and chown itself, with a SETATTR; a passthrough write never reaches us.
         want = (abi.ASYNC_READ | abi.ATOMIC_O_TRUNC | abi.BIG_WRITES | abi.AUTO_INVAL_DATA
                 | abi.DO_READDIRPLUS | abi.ASYNC_DIO | abi.PARALLEL_DIROPS
-                | abi.HANDLE_KILLPRIV | abi.MAX_PAGES | abi.INIT_EXT)
+                | abi.MAX_PAGES | abi.INIT_EXT)
         if getattr(ops, "supports_dot_lookup", False):
             want |= abi.EXPORT_SUPPORT
         if getattr(ops, "enable_acl", False):
@@ -275,7 +303,7 @@ class Session:
                        offered, self.passthrough)
         return abi.INIT_OUT.pack(
             abi.MAJOR, min(minor, abi.MINOR), max_readahead, granted & 0xFFFFFFFF,
-            0, 0, MAX_WRITE, 1, MAX_WRITE // 4096, 0, granted >> 32,
+            0, 0, MAX_WRITE, 1, max(MAX_WRITE // PAGE_SIZE, 1), 0, granted >> 32,
             1 if self.passthrough else 0)
 
     def _install_handlers(self) -> None:
@@ -292,7 +320,10 @@ class Session:
             return fcntl.ioctl(self.fd, abi.DEV_IOC_BACKING_OPEN,
                                bytearray(abi.BACKING_MAP.pack(fd, 0, 0)), True)
         except OSError as exc:
-            if exc.errno in (errno.EPERM, errno.ENOTTY, errno.EINVAL, errno.EOPNOTSUPP):
+            # ELOOP: the upper file system is stacked itself (overlayfs below us); like
+            # the others, true of every file.
+            if exc.errno in (errno.EPERM, errno.ENOTTY, errno.EINVAL, errno.EOPNOTSUPP,
+                             errno.ELOOP):
                 self.log.info("passthrough refused (%s): serving file data ourselves",
                               exc.strerror)
                 self.passthrough = False

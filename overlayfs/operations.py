@@ -5,7 +5,7 @@ Names arrive as bytes and go to the model as str; errors are OSError (the sessio
 them into error replies); anything unexpected is logged once and answered with EIO.
 
 Passthrough: a regular file whose data is in the upper layer is handed to the kernel
-as a backing file when it is opened, so that its reads and writes never come here. A
+as a backing file when it is opened, so that its data never comes through here. A
 file still in a lower layer is served by us (a later copy-up must be able to switch an
 open file to the new copy, which a backing file cannot do), and so is an upper file
 while one of those earlier opens of it is still open: the kernel allows one mode per
@@ -205,7 +205,20 @@ class UnionOperations:
         if self._read_ahead_pending:
             self._first_file_opened()
         flags = abi.OPEN_IN.unpack_from(body)[0]
-        return self._open_reply(self.union.open(nodeid, flags))
+        fh = self.union.open(nodeid, flags)
+        if flags & os.O_TRUNC and header[4] != 0:
+            self._drop_set_id_bits(nodeid, fh)
+        return self._open_reply(fh)
+
+    def _drop_set_id_bits(self, nodeid: int, fh: int) -> None:
+        """Truncation by open(O_TRUNC) happens here (ATOMIC_O_TRUNC), so the kernel does
+        not clear set-user-id (and group-executable set-group-id) for a caller who is
+        not root: we do, as the kernel overlay does."""
+        node, st = self.union.getattr(nodeid)
+        mode = st.st_mode
+        drop = stat.S_ISUID | (stat.S_ISGID if mode & stat.S_IXGRP else 0)
+        if mode & drop:
+            self.union.setattr(nodeid, mode=stat.S_IMODE(mode) & ~drop, fh=fh)
 
     def _open_reply(self, fh: int) -> bytes:
         """OPEN's answer for the handle FH: with a backing id where the kernel may do the
@@ -228,16 +241,9 @@ class UnionOperations:
         return abi.OPEN_OUT.pack(fh, abi.FOPEN_KEEP_CACHE if keep else 0, 0)
 
     def _new_backing(self, handle) -> list[int] | None:
-        # Every later open of the inode shares this backing file, whatever its mode: it
-        # is opened read-write (the handle's own fd may be read-only).
-        try:
-            fd = os.open(f"/proc/self/fd/{handle.fd}", os.O_RDWR | os.O_CLOEXEC)
-        except OSError:
-            return None
-        try:
-            backing_id = self.session.open_backing(fd)
-        finally:
-            os.close(fd)
+        # Any open fd of the file will do, whatever its mode: the kernel opens the
+        # backing file anew for each FUSE file, with that file's flags.
+        backing_id = self.session.open_backing(handle.fd)
         if backing_id is None:
             return None
         entry = self._backing[handle.node.ino] = [backing_id, 0]

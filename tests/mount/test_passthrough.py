@@ -93,3 +93,40 @@ def test_mmap_of_a_passthrough_file_sees_and_makes_changes(union):
         mapped.flush()
     assert path.read_bytes() == b"abcd456789"
     assert (root / "upper" / "mapped").read_bytes() == b"abcd456789"
+
+
+def test_a_reader_and_a_later_writer_share_the_backing_file(union):
+    root, pid = union
+    path = root / "mnt" / "shared"
+    path.write_bytes(b"first\n")
+    with open(path, "rb") as reader, open(path, "r+b") as writer:
+        writer.write(b"SECOND")
+        writer.flush()
+        assert reader.read() == b"SECOND"
+
+
+def _as_nobody(*command: str) -> None:
+    import subprocess
+    subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *command],
+                   check=True)
+
+
+@pytest.mark.parametrize("how", ["append", "truncate"])
+def test_set_id_bits_are_cleared_when_someone_else_writes(union, how):
+    """A write (passthrough: the kernel's own SETATTR) and an open(O_TRUNC) (done by us)
+    by a user without CAP_FSETID drop set-user-id and set-group-id, as on the kernel
+    overlay; root's own writes keep them."""
+    root, _ = union
+    for parent in (root, *root.parents):   # pytest's directories are root's alone
+        if parent == parent.parent or parent.stat().st_mode & 0o005 == 0o005:
+            break
+        os.chmod(parent, parent.stat().st_mode | 0o005)
+    path = root / "mnt" / f"setid-{how}"
+    path.write_bytes(b"#!/bin/sh\n")
+    os.chmod(path, 0o6777)
+    with open(path, "ab") as f:
+        f.write(b"# root\n")
+    assert os.stat(path).st_mode & 0o7777 == 0o6777
+    _as_nobody("sh", "-c", f"echo x >> {path}" if how == "append" else f": > {path}")
+    assert os.stat(path).st_mode & 0o7777 == 0o0777
+    assert os.stat(root / "upper" / path.name).st_mode & 0o7777 == 0o0777
