@@ -27,6 +27,7 @@ def _start_reading(fd: int) -> None:
     that READ then waits for less than a whole disk read. Reading a small cold file
     is otherwise three strictly serial steps (OPEN, READ, disk) through one task."""
     try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
         os.posix_fadvise(fd, 0, PREFETCH_BYTES, os.POSIX_FADV_WILLNEED)
     except OSError:
         pass  # a FIFO or a device: nothing to read ahead
