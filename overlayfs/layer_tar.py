@@ -31,6 +31,7 @@ from collections.abc import Iterable, Sequence
 from typing import BinaryIO
 
 import zstandard
+from isal import isal_zlib
 
 from overlayfs import changes as lower_view
 from overlayfs import whiteout as wh
@@ -129,7 +130,9 @@ def open_decompressed(stream: BinaryIO) -> BinaryIO:
     magic = _read_exactly(stream, 6)
     raw = io.BufferedReader(_Prefixed(magic, stream), _CHUNK)
     if magic.startswith(b"\x1f\x8b"):
-        return gzip.GzipFile(fileobj=raw, mode="rb")
+        # ISA-L inflates 2-3 x faster than zlib; its errors are in READ_ERRORS.
+        from isal import igzip
+        return igzip.IGzipFile(fileobj=raw, mode="rb")
     if magic.startswith(b"\x28\xb5\x2f\xfd"):
         return io.BufferedReader(_ZstdReader(raw), _CHUNK)
     if magic.startswith(b"BZh"):
@@ -139,9 +142,10 @@ def open_decompressed(stream: BinaryIO) -> BinaryIO:
     return raw
 
 
-#: What a corrupt or truncated archive raises while it is read.
-READ_ERRORS = (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error, lzma.LZMAError,
-               zstandard.ZstdError)
+#: What a corrupt or truncated archive raises while it is read (isal_zlib.error is what
+#: ISA-L's inflater raises where zlib's raises zlib.error).
+READ_ERRORS = (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error, isal_zlib.error,
+               lzma.LZMAError, zstandard.ZstdError)
 
 
 # --- export ---------------------------------------------------------------------------

@@ -222,8 +222,8 @@ def _seekable(stream: BinaryIO) -> bool:
 
 
 def _layer_errors():
-    from overlayfs.layer_tar import LayerError
-    return (LayerError, EOFError, zlib.error, tarfile.TarError)
+    from overlayfs.layer_tar import READ_ERRORS, LayerError
+    return (LayerError, *READ_ERRORS)
 
 
 def _load_docker(store: Store, archive: _Archive) -> list[str]:

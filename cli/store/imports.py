@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import platform
-import zlib
 from typing import BinaryIO
 
 from cli.config_changes import apply_changes
@@ -31,7 +30,7 @@ def import_tarball(store: Store, stream: BinaryIO, *, ref: str | None = None,
                    changes: list[str] = (), message: str = "", source: str = "-",
                    compression: str = "gzip") -> Image:
     """Import a (plain, gzip, zstd, bzip2 or xz) rootfs tar as a new image; tag it REF."""
-    from overlayfs.layer_tar import LayerError, open_decompressed
+    from overlayfs.layer_tar import READ_ERRORS, LayerError, open_decompressed
 
     if ref is not None:
         parse_tagged(ref)  # refuse a bad name before reading anything
@@ -49,7 +48,7 @@ def import_tarball(store: Store, stream: BinaryIO, *, ref: str | None = None,
     config = apply_changes(config, list(changes))
     try:
         layer = store.write_layer(open_decompressed(buffered(stream)), compression=compression)
-    except (LayerError, EOFError, zlib.error) as exc:
+    except (LayerError, *READ_ERRORS) as exc:
         raise StoreError(f"invalid tar archive: {exc}") from None
     except OSError as exc:
         if exc.errno is None:  # gzip.BadGzipFile, lzma/bz2 errors: bad input, not the system

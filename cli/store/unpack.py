@@ -20,7 +20,6 @@ import io
 import os
 import shutil
 import threading
-import zlib
 from pathlib import Path
 
 from cli.store.blobs import CHUNK, file_digest, fsync_dir, temp_name
@@ -115,16 +114,9 @@ class _InflateAhead(io.RawIOBase):
         self._thread.start()
 
     def _inflate(self) -> None:
-        from isal import igzip
-
         from overlayfs.layer_tar import open_decompressed
         try:
-            buffered = io.BufferedReader(self._raw, CHUNK)
-            # ISA-L inflates 2-3 x faster than zlib; anything else as open_decompressed.
-            if buffered.peek(2)[:2] == b"\x1f\x8b":
-                stream = igzip.GzipFile(fileobj=buffered, mode="rb")
-            else:
-                stream = open_decompressed(buffered)
+            stream = open_decompressed(io.BufferedReader(self._raw, CHUNK))
             while not self._stop.is_set():
                 data = stream.read(CHUNK)
                 if not data:
@@ -193,16 +185,14 @@ def disk_usage(path: Path) -> int:
 
 def unpack_blob(store, work: Path, diff_id: str, digest: str) -> int:
     """Unpack blob DIGEST into WORK/diff, checking its digest and DIFF_ID; the tar size."""
-    from isal import isal_zlib
-
-    from overlayfs.layer_tar import LayerError, unpack_layer
+    from overlayfs.layer_tar import READ_ERRORS, LayerError, unpack_layer
 
     with store.blobs.open_verified(digest) as raw:
         plain = _InflateAhead(raw)
         try:
             unpack_layer(plain, work / "diff")
             plain.drain()
-        except (LayerError, EOFError, OSError, zlib.error, isal_zlib.error) as exc:
+        except (LayerError, OSError, *READ_ERRORS) as exc:
             raise StoreError(f"layer {diff_id}: {exc}") from None
         finally:
             plain.stop()

@@ -53,8 +53,17 @@ def _busybox_like() -> bytes:
     return make_tar([("etc", "dir"), ("etc/motd", "file", noise)])
 
 
+def _bad_deflate_block(data: bytes) -> bytes:
+    """A valid gzip header, then a deflate stream with its first block header damaged
+    (ISA-L raises its own error type there, not zlib.error)."""
+    damaged = bytearray(data)
+    damaged[12] ^= 0x55
+    return bytes(damaged)
+
+
 BROKEN = {
     "corrupt-gzip": lambda: gzip.compress(_busybox_like(), mtime=0)[:40] + b"\0garbage" * 1000,
+    "bad-deflate-block": lambda: _bad_deflate_block(gzip.compress(_busybox_like(), mtime=0)),
     "truncated-gzip": lambda: gzip.compress(_busybox_like(), mtime=0)[:100_000],
     "truncated-tar": lambda: _busybox_like()[:150_000],
     "not-a-tar": lambda: b"hello world, this is not a tar file at all\n" * 50,
@@ -95,6 +104,18 @@ def _rewrite_tar(src: bytes, edit) -> bytes:
                 member.size = len(data)
             tout.addfile(member, io.BytesIO(data) if data is not None else None)
     return out.getvalue()
+
+
+def test_archive_with_a_damaged_deflate_stream(busybox_root, tmp_path):
+    archive = tmp_path / "a.tar"
+    layerbox(busybox_root, "save", "-o", str(archive), "busybox")
+    # A layer compressed (load sniffs the compression), its deflate stream damaged.
+    damaged = _rewrite_tar(archive.read_bytes(), lambda name, data: _bad_deflate_block(
+        gzip.compress(data, mtime=0)) if name.endswith("layer.tar") else data)
+    assert damaged != archive.read_bytes()
+    fresh = tmp_path / "fresh"
+    _assert_one_line_error(layerbox(fresh, "load", input=damaged, check=False))
+    assert_clean(fresh)
 
 
 def test_archive_blob_digest_mismatch(busybox_root, tmp_path):
