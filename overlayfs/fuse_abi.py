@@ -108,6 +108,8 @@ BATCH_FORGET_IN = struct.Struct("=II")       # count dummy
 FORGET_ONE = struct.Struct("=QQ")            # nodeid nlookup
 XATTR_SIZE = struct.Struct("=II")            # getxattr_in/out, setxattr_in (size flags)
 STATFS_OUT = struct.Struct("=QQQQQIII28x")   # blocks bfree bavail files ffree bsize namelen frsize
+NOTIFY_INVAL_INODE = struct.Struct("=Qqq")   # ino offset (-1: attributes only) length
+NOTIFY_INVAL_INODE_CODE = 2                  # in out_header.error of a notification
 
 WRITE_IN_SIZE = WRITE_IN.size
 

@@ -254,6 +254,9 @@ class Session:
                         writev(fd, (pack_out(16 + len(reply), 0, unique), reply))
                 except OSError as exc:
                     self._reply_failed(opcode, exc)
+                    # Refused before the kernel took it (EINVAL, too many pieces): the
+                    # caller still waits. An ENOENT here passes silently again.
+                    self._reply_error(unique, errno.EIO)
         except Stopped:
             return
 
@@ -264,8 +267,7 @@ class Session:
             self._reply_failed(None, exc)
 
     def _reply_failed(self, opcode: int | None, exc: OSError) -> None:
-        # ENOENT: the request was interrupted and nobody waits for it. Anything else is
-        # a malformed reply (the kernel has failed the request with EIO already).
+        # ENOENT: the request was interrupted (or already answered) and nobody waits.
         if exc.errno != errno.ENOENT:
             self.log.error("the reply to %s was refused: %s",
                            abi.NAMES.get(opcode, opcode) if opcode else "a request", exc)
@@ -312,6 +314,17 @@ class Session:
             if method is not None:
                 self._handlers[opcode] = method
 
+    def invalidate_attributes(self, nodeid: int) -> None:
+        """Have the kernel forget the attributes it caches for NODEID (a change it did
+        not ask for: it would otherwise trust them for the attribute timeout)."""
+        message = abi.NOTIFY_INVAL_INODE.pack(nodeid, -1, 0)
+        try:
+            os.write(self.fd, abi.OUT_HEADER.pack(16 + len(message), abi.NOTIFY_INVAL_INODE_CODE,
+                                                  0) + message)
+        except OSError as exc:
+            if exc.errno != errno.ENOENT:   # ENOENT: the kernel has no such inode cached
+                self.log.warning("invalidating inode %d: %s", nodeid, exc.strerror)
+
     # -- passthrough ----------------------------------------------------------------------
     def open_backing(self, fd: int) -> int | None:
         """Register FD's file as a backing file; its id, or None if the kernel refuses
@@ -342,13 +355,32 @@ def _may_pass_through() -> bool:
     """Registering a backing file takes CAP_SYS_ADMIN in the initial user namespace
     (root, not root in a rootless container): only then is passthrough asked for,
     since asking gives up the writeback cache."""
-    if os.geteuid() != 0:
-        return False
+    return os.geteuid() == 0 and in_initial_user_namespace("self")
+
+
+def in_initial_user_namespace(pid: int | str) -> bool:
+    """Whether process PID ("self": this one) is in the user namespace every process
+    starts in (its uid map is the identity over all ids)."""
     try:
-        with open("/proc/self/uid_map") as uid_map:
+        with open(f"/proc/{pid}/uid_map") as uid_map:
             return " ".join(uid_map.read().split()) == " ".join(_INIT_USER_NS_MAP.split())
     except OSError:
         return False
+
+
+def has_capability(pid: int, capability: int) -> bool:
+    """Whether process PID has CAPABILITY (a number, e.g. 4 for CAP_FSETID) in its
+    effective set, in the initial user namespace; False if it cannot be told."""
+    if pid <= 0 or not in_initial_user_namespace(pid):
+        return False
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            for line in status:
+                if line.startswith("CapEff:"):
+                    return bool(int(line.split()[1], 16) >> capability & 1)
+    except (OSError, ValueError):
+        pass
+    return False
 
 
 def _escape(value: str) -> str:

@@ -24,6 +24,7 @@ from overlayfs import fuse_abi as abi
 from overlayfs import readahead
 from overlayfs.config import MountConfig
 from overlayfs.fuse_session import MAX_WRITE as MAX_READ
+from overlayfs.fuse_session import has_capability
 from overlayfs.model import Union
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,10 @@ DEFAULT_TIMEOUT = 86400.0
 #: A merged directory's st_nlink can change when it is copied up behind the
 #: kernel's back (through a grandchild), so its attributes are kept briefly.
 DIR_ATTR_TIMEOUT = 1.0
+CAP_FSETID = 4
+#: File systems the kernel will not take backing files from (they are stacked
+#: themselves: ELOOP), so asking for passthrough would only lose the writeback cache.
+_STACKED_FS_TYPES = ("overlay", "fuse", "ecryptfs")
 
 _pack_entry = abi.ENTRY_OUT.pack
 _pack_attr_out = abi.ATTR_OUT.pack
@@ -206,19 +211,28 @@ class UnionOperations:
             self._first_file_opened()
         flags = abi.OPEN_IN.unpack_from(body)[0]
         fh = self.union.open(nodeid, flags)
-        if flags & os.O_TRUNC and header[4] != 0:
-            self._drop_set_id_bits(nodeid, fh)
+        if flags & os.O_TRUNC:
+            try:
+                self._drop_set_id_bits(nodeid, fh, header[6])
+            except BaseException:
+                self.union.release(fh)   # the OPEN fails: no RELEASE will come for it
+                raise
         return self._open_reply(fh)
 
-    def _drop_set_id_bits(self, nodeid: int, fh: int) -> None:
+    def _drop_set_id_bits(self, nodeid: int, fh: int, pid: int) -> None:
         """Truncation by open(O_TRUNC) happens here (ATOMIC_O_TRUNC), so the kernel does
-        not clear set-user-id (and group-executable set-group-id) for a caller who is
-        not root: we do, as the kernel overlay does."""
+        not clear set-user-id and group-executable set-group-id as it does for other
+        truncations: we do, by its rule (the caller lacks CAP_FSETID in the initial
+        user namespace). A set-group-id without group execute is kept, as FUSE's own
+        SETATTR path keeps it."""
         node, st = self.union.getattr(nodeid)
         mode = st.st_mode
         drop = stat.S_ISUID | (stat.S_ISGID if mode & stat.S_IXGRP else 0)
-        if mode & drop:
-            self.union.setattr(nodeid, mode=stat.S_IMODE(mode) & ~drop, fh=fh)
+        if not mode & drop or not stat.S_ISREG(mode) or has_capability(pid, CAP_FSETID):
+            return
+        self.union.setattr(nodeid, mode=stat.S_IMODE(mode) & ~drop, fh=fh)
+        if self.session is not None:
+            self.session.invalidate_attributes(nodeid)   # it caches the old mode
 
     def _open_reply(self, fh: int) -> bytes:
         """OPEN's answer for the handle FH: with a backing id where the kernel may do the
@@ -301,11 +315,13 @@ class UnionOperations:
         node.open_count += 1
         return abi.OPEN_OUT.pack(fh, 0, 0)
 
+    # One piece, not one per entry: since 6.16 a READDIRPLUS buffer can hold more
+    # entries than writev takes pieces (IOV_MAX).
     def op_readdirplus(self, nodeid, body, header):
-        return self._readdir(body, plus=True)
+        return b"".join(self._readdir(body, plus=True))
 
     def op_readdir(self, nodeid, body, header):
-        return self._readdir(body, plus=False)
+        return b"".join(self._readdir(body, plus=False))
 
     def _readdir(self, body, plus: bool) -> list:
         fh, start, size, _ = abi.READ_IN.unpack_from(body)
@@ -423,6 +439,8 @@ def build(config: MountConfig) -> tuple[UnionOperations, set[str]]:
     union = Union(config)
     timeout = DEFAULT_TIMEOUT if config.timeout is None else config.timeout
     ops = UnionOperations(union, timeout)
+    if config.upper is not None and _fs_type(config.upper).split(".")[0] in _STACKED_FS_TYPES:
+        ops.enable_passthrough = False
     options = {f"fsname={config.source}", "subtype=layerbox-overlayfs", "default_permissions"}
     if os.geteuid() == 0:
         options |= {"suid", "dev"}
@@ -432,3 +450,19 @@ def build(config: MountConfig) -> tuple[UnionOperations, set[str]]:
         options.add("ro")
     options.update(config.kernel_options)
     return ops, options
+
+
+def _fs_type(path: str) -> str:
+    """The type of the file system PATH is on, per /proc/self/mountinfo ("" if unknown)."""
+    dev = os.stat(path).st_dev
+    wanted = f"{os.major(dev)}:{os.minor(dev)}"
+    try:
+        with open("/proc/self/mountinfo") as mountinfo:
+            for line in mountinfo:
+                fields = line.split()
+                if fields[2] == wanted and " - " in line:
+                    return line.split(" - ", 1)[1].split()[0]
+    except OSError:
+        pass
+    return ""
+

@@ -164,6 +164,19 @@ def test_readdirplus_fits_the_buffer_and_counts_what_it_sends(ops):
     call(ops, "releasedir", d, abi.RELEASE_IN.pack(fh, 0, 0) + bytes(8))
 
 
+@pytest.mark.parametrize("pid, kept", [(0, False), (os.getpid(), True)])
+def test_open_with_o_trunc_drops_set_id_bits_unless_the_caller_has_cap_fsetid(ops, pid, kept):
+    """PID 0: a caller we cannot see (another pid namespace) counts as without it."""
+    reply = call(ops, "create", ROOT, abi.CREATE_IN.pack(os.O_RDWR, 0o106755, 0, 0) + b"s\0")
+    new, fh = entry(reply)["nodeid"], abi.OPEN_OUT.unpack_from(reply, abi.ENTRY_OUT.size)[0]
+    release(ops, fh)
+    os.chmod(ops.upper / "s", 0o6755)
+    header_body = abi.OPEN_IN.pack(os.O_WRONLY | os.O_TRUNC, 0)
+    reply = ops.op_open(new, memoryview(header_body), (48, abi.OPEN, 1, new, 1000, 1000, pid, 0, 0))
+    release(ops, abi.OPEN_OUT.unpack_from(reply)[0])
+    assert (ops.upper / "s").stat().st_mode & 0o7777 == (0o6755 if kept else 0o0755)
+
+
 def test_mount_options_follow_the_config(ops, tmp_path):
     assert "default_permissions" in ops.mount_options
     assert any(o.startswith("fsname=") for o in ops.mount_options)

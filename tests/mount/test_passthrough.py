@@ -99,16 +99,19 @@ def test_a_reader_and_a_later_writer_share_the_backing_file(union):
     root, pid = union
     path = root / "mnt" / "shared"
     path.write_bytes(b"first\n")
+    before = _io(pid)
     with open(path, "rb") as reader, open(path, "r+b") as writer:
-        writer.write(b"SECOND")
+        writer.write(b"S" * (4 * MIB))
         writer.flush()
-        assert reader.read() == b"SECOND"
+        assert reader.read() == b"S" * (4 * MIB)
+    after = _io(pid)
+    assert after["rchar"] - before["rchar"] < MIB and after["wchar"] - before["wchar"] < MIB
 
 
 def _as_nobody(*command: str) -> None:
     import subprocess
     subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *command],
-                   check=True)
+                   check=True, timeout=60)
 
 
 @pytest.mark.parametrize("how", ["append", "truncate"])
@@ -126,6 +129,9 @@ def test_set_id_bits_are_cleared_when_someone_else_writes(union, how):
     os.chmod(path, 0o6777)
     with open(path, "ab") as f:
         f.write(b"# root\n")
+    assert os.stat(path).st_mode & 0o7777 == 0o6777
+    with open(path, "r+b" if how == "append" else "wb") as f:   # root: CAP_FSETID
+        f.write(b"#!/bin/sh\n")
     assert os.stat(path).st_mode & 0o7777 == 0o6777
     _as_nobody("sh", "-c", f"echo x >> {path}" if how == "append" else f": > {path}")
     assert os.stat(path).st_mode & 0o7777 == 0o0777
