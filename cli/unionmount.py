@@ -15,6 +15,7 @@ from pathlib import Path
 
 from cli import logs
 from cli.errors import UserError
+from overlayfs.mountinfo import is_mounted
 
 log = logs.get(__name__)
 
@@ -214,16 +215,6 @@ def mount_union(lowers: list[Path], target: Path, *, upper: Path | None = None,
                 work: Path | None = None) -> None:
     """Mount LOWERS (top first) at TARGET with the mount program; read-only without UPPER."""
     PendingMount(lowers, target, upper=upper, work=work).wait()
-
-
-def is_mounted(path: Path) -> bool:
-    target = os.fsencode(os.path.abspath(path))
-    with open("/proc/self/mountinfo", "rb") as f:
-        for line in f:
-            fields = line.split()
-            if len(fields) > 4 and fields[4].replace(b"\\040", b" ") == target:
-                return True
-    return False
 
 
 def unmount(path: Path) -> None:

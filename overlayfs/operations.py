@@ -26,6 +26,7 @@ from overlayfs.config import MountConfig
 from overlayfs.fuse_session import MAX_WRITE as MAX_READ
 from overlayfs.fuse_session import has_capability
 from overlayfs.model import Union
+from overlayfs.mountinfo import fs_type_of
 
 log = logging.getLogger(__name__)
 
@@ -439,7 +440,7 @@ def build(config: MountConfig) -> tuple[UnionOperations, set[str]]:
     union = Union(config)
     timeout = DEFAULT_TIMEOUT if config.timeout is None else config.timeout
     ops = UnionOperations(union, timeout)
-    if config.upper is not None and _fs_type(config.upper).split(".")[0] in _STACKED_FS_TYPES:
+    if config.upper is not None and fs_type_of(config.upper).split(".")[0] in _STACKED_FS_TYPES:
         ops.enable_passthrough = False
     options = {f"fsname={config.source}", "subtype=layerbox-overlayfs", "default_permissions"}
     if os.geteuid() == 0:
@@ -450,19 +451,3 @@ def build(config: MountConfig) -> tuple[UnionOperations, set[str]]:
         options.add("ro")
     options.update(config.kernel_options)
     return ops, options
-
-
-def _fs_type(path: str) -> str:
-    """The type of the file system PATH is on, per /proc/self/mountinfo ("" if unknown)."""
-    dev = os.stat(path).st_dev
-    wanted = f"{os.major(dev)}:{os.minor(dev)}"
-    try:
-        with open("/proc/self/mountinfo") as mountinfo:
-            for line in mountinfo:
-                fields = line.split()
-                if fields[2] == wanted and " - " in line:
-                    return line.split(" - ", 1)[1].split()[0]
-    except OSError:
-        pass
-    return ""
-

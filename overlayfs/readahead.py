@@ -1,22 +1,21 @@
 """The readahead of our FUSE mount: the kernel's default makes big reads small.
 
 A FUSE mount has its own backing device info, with the kernel's default readahead of
-128 KiB: a big sequential read then arrives in READs of 256 KiB. libfuse 3.14
-negotiates requests of up to 256 pages, so at 1 MiB each READ carries a full request:
-a quarter of the round trips through our one serving task (``cat`` of 512 MB: 2,048
-READs → 512). The kernel's own overlay reads ahead as far as the disk below (8 MiB
-here).
+128 KiB: a big sequential read then arrives in READs of 256 KiB. Our INIT reply allows
+requests of up to 1 MiB, so at 1 MiB each READ carries a full request: a quarter of
+the round trips through our one serving loop (``cat`` of 512 MB: 2,048 READs → 512).
+The kernel's own overlay reads ahead as far as the disk below (8 MiB here).
 
-It can only be raised after the INIT reply, which caps it at what libfuse answered
-(the kernel's own offer), and nothing of ours may stat the mount to find it: the
-serving loop raises it on the first open, from the device number in
-``/proc/self/mountinfo``.
+It can only be raised after the INIT reply, which caps it at what we answered (the
+kernel's own offer), and nothing of ours may stat the mount to find it: the serving
+loop raises it on the first open, from the device number in ``/proc/self/mountinfo``.
 """
 
 from __future__ import annotations
 
 import logging
-import os
+
+from overlayfs.mountinfo import device_of
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +26,7 @@ READ_AHEAD_KB = 1024
 def raise_for(mountpoint: str, kib: int = READ_AHEAD_KB) -> None:
     """Raise the readahead of the file system mounted on MOUNTPOINT to KIB. Best
     effort: writing it needs root; without it, reads are the same in smaller pieces."""
-    device = mount_device(mountpoint)
+    device = device_of(mountpoint)
     if device is None:
         log.debug("readahead: %s not found in /proc/self/mountinfo", mountpoint)
         return
@@ -39,33 +38,3 @@ def raise_for(mountpoint: str, kib: int = READ_AHEAD_KB) -> None:
                 knob.write(f"{kib}\n")
     except (OSError, ValueError) as exc:
         log.debug("readahead of %s left as it is: %s", path, exc)
-
-
-def mount_device(mountpoint: str) -> tuple[int, int] | None:
-    """(major, minor) of what is mounted on MOUNTPOINT (the topmost mount there)."""
-    try:
-        with open("/proc/self/mountinfo", "rb") as f:
-            lines = f.read().splitlines()
-    except OSError:
-        return None
-    target = _escaped(os.fsencode(mountpoint))
-    found = None
-    for line in lines:
-        fields = line.split(b" ")
-        if len(fields) > 4 and fields[4] == target:
-            found = fields[2]  # later lines are mounted over earlier ones
-    if found is None:
-        return None
-    major, _, minor = found.partition(b":")
-    try:
-        return int(major), int(minor)
-    except ValueError:
-        return None
-
-
-def _escaped(path: bytes) -> bytes:
-    """PATH as mountinfo writes it (octal escapes for backslash and blanks)."""
-    for char, escape in ((b"\\", b"\\134"), (b" ", b"\\040"), (b"\t", b"\\011"),
-                         (b"\n", b"\\012")):
-        path = path.replace(char, escape)
-    return path
