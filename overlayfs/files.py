@@ -25,7 +25,9 @@ def _start_reading(fd: int) -> None:
     """Have the disk start on the first PREFETCH_BYTES of FD (clipped at its end) while
     our OPEN reply travels and the READ that nearly always follows comes in: cold,
     that READ then waits for less than a whole disk read. Reading a small cold file
-    is otherwise three strictly serial steps (OPEN, READ, disk) through one task."""
+    is otherwise three strictly serial steps (OPEN, READ, disk) through one task.
+    SEQUENTIAL doubles the disk's readahead for FD: a big file is read front to back
+    in the READs the kernel sends (a cold 512 MB read swung less with it)."""
     try:
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
         os.posix_fadvise(fd, 0, PREFETCH_BYTES, os.POSIX_FADV_WILLNEED)

@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import logging
 import os
 import stat
-import logging
 import subprocess
 
 from overlayfs import fuse_abi as abi
@@ -38,8 +38,9 @@ MAX_WRITE = 1 << 20
 PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 #: A request: header, WRITE arguments and data, rounded up to a page.
 BUFFER_SIZE = MAX_WRITE + 4096
-#: The user namespace every process starts in; passthrough needs CAP_SYS_ADMIN there.
-_INIT_USER_NS_MAP = "0          0 4294967295"
+#: /proc/PID/uid_map of the user namespace every process starts in (the identity over
+#: all ids); passthrough needs CAP_SYS_ADMIN there.
+_INIT_USER_NS_MAP = [b"0", b"0", b"4294967295"]
 
 _MS_FLAGS = {"ro": 1, "nosuid": 2, "nodev": 4, "noexec": 8}
 _MS_CLEARED_BY = {"rw": 1, "suid": 2, "dev": 4, "exec": 8}
@@ -51,6 +52,10 @@ _MNT_DETACH = 2
 
 class MountFailed(Exception):
     """The mount was refused; the message says why, on one line."""
+
+
+class _NotPermitted(Exception):
+    """We may not mount ourselves, but fusermount3 may do it for us."""
 
 
 class Stopped(Exception):
@@ -86,43 +91,46 @@ class Session:
         except OSError as exc:
             raise MountFailed(f"cannot mount on '{self.mountpoint}': {exc.strerror}") from None
         try:
+            self.fd = self._mount_ourselves(fsname, subtype, flags, data, st.st_mode)
+        except _NotPermitted:
+            self.fd = self._mount_with_fusermount(fsname, subtype)
+            self._fusermount = True
+
+    def _mount_ourselves(self, fsname: str, subtype: str, flags: int, data: list[str],
+                         root_mode: int) -> int:
+        """Open /dev/fuse and mount(2) it; the fd. _NotPermitted where fusermount3 may
+        still do it (we are not root), MountFailed for any other refusal."""
+        unprivileged = os.geteuid() != 0
+        try:
             fd = os.open("/dev/fuse", os.O_RDWR | os.O_CLOEXEC)
         except OSError as exc:
-            if exc.errno in (errno.EACCES, errno.EPERM) and os.geteuid() != 0:
-                self.fd = self._mount_with_fusermount(fsname, subtype)
-                self._fusermount = True
-                return
+            if exc.errno in (errno.EACCES, errno.EPERM) and unprivileged:
+                raise _NotPermitted() from None
             raise MountFailed(f"cannot mount on '{self.mountpoint}': /dev/fuse: "
                               f"{exc.strerror}") from None
-        data = [f"fd={fd}", f"rootmode={stat.S_IFMT(st.st_mode):o}",
+        data = [f"fd={fd}", f"rootmode={stat.S_IFMT(root_mode):o}",
                 f"user_id={os.getuid()}", f"group_id={os.getgid()}", *data]
         ctypes, libc = _libc()
         fstype = f"fuse.{subtype}" if subtype else "fuse"
-        result = libc.mount(os.fsencode(fsname), os.fsencode(self.mountpoint),
-                            fstype.encode(), ctypes.c_ulong(flags),
-                            os.fsencode(",".join(data)))
-        if result == 0:
-            self.fd = fd
-            return
+        if libc.mount(os.fsencode(fsname), os.fsencode(self.mountpoint), fstype.encode(),
+                      ctypes.c_ulong(flags), os.fsencode(",".join(data))) == 0:
+            return fd
         error = ctypes.get_errno()
         os.close(fd)
-        if error == errno.EPERM and os.geteuid() != 0:
-            self.fd = self._mount_with_fusermount(fsname, subtype)
-            self._fusermount = True
-            return
+        if error == errno.EPERM and unprivileged:
+            raise _NotPermitted()
         raise MountFailed(f"cannot mount on '{self.mountpoint}': {os.strerror(error)}")
 
     def _mount_parameters(self) -> tuple[str, str, int, list[str]]:
         fsname, subtype, data = "layerbox-overlayfs", "", []
-        flags = _MS_FLAGS["nosuid"] | _MS_FLAGS["nodev"]
-        cleared = 0
+        restricted = cleared = 0
         for option in sorted(self._options):
             if option.startswith("fsname="):
                 fsname = option[len("fsname="):]
             elif option.startswith("subtype="):
                 subtype = option[len("subtype="):]
             elif option in _MS_FLAGS:
-                flags |= _MS_FLAGS[option]
+                restricted |= _MS_FLAGS[option]
             elif option in _MS_CLEARED_BY:
                 cleared |= _MS_CLEARED_BY[option]
             elif option in _KERNEL_DATA or option.startswith(_KERNEL_DATA_VALUED):
@@ -130,12 +138,10 @@ class Session:
             else:
                 raise MountFailed(f"cannot mount on '{self.mountpoint}': "
                                   f"unknown option '{option}'")
-        # An explicit restriction beats its permissive twin (nosuid beats suid).
-        explicit = {_MS_FLAGS[o] for o in self._options if o in _MS_FLAGS}
-        for bit in (1, 2, 4, 8):
-            if cleared & bit and bit not in explicit:
-                flags &= ~bit
-        return fsname, subtype, flags, data
+        # libfuse's defaults (nosuid, nodev) unless cleared; an explicit restriction
+        # beats its permissive twin (nosuid beats suid).
+        default = _MS_FLAGS["nosuid"] | _MS_FLAGS["nodev"]
+        return fsname, subtype, (default & ~cleared) | restricted, data
 
     def _mount_with_fusermount(self, fsname: str, subtype: str) -> int:
         """Not allowed to mount(2): fusermount3 (setuid) mounts and hands us the fd."""
@@ -362,8 +368,8 @@ def in_initial_user_namespace(pid: int | str) -> bool:
     """Whether process PID ("self": this one) is in the user namespace every process
     starts in (its uid map is the identity over all ids)."""
     try:
-        with open(f"/proc/{pid}/uid_map") as uid_map:
-            return " ".join(uid_map.read().split()) == " ".join(_INIT_USER_NS_MAP.split())
+        with open(f"/proc/{pid}/uid_map", "rb") as uid_map:
+            return uid_map.read().split() == _INIT_USER_NS_MAP
     except OSError:
         return False
 

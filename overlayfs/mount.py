@@ -30,7 +30,6 @@ unmounts.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import signal

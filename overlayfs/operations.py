@@ -64,10 +64,10 @@ class UnionOperations:
         cfg = union.config
         self._ids_shown_as_stored = not (cfg.uid_mappings or cfg.gid_mappings) and \
             cfg.squash_to_uid is None and cfg.squash_to_gid is None
-        self._entry_times = abi.timeout_parts(timeout)
-        self._file_times = abi.timeout_parts(timeout)
+        #: (seconds, nanoseconds): entries, and attributes of all but directories.
+        self._times = abi.timeout_parts(timeout)
         self._dir_times = abi.timeout_parts(DIR_ATTR_TIMEOUT)
-        entry_s, entry_ns = self._entry_times
+        entry_s, entry_ns = self._times
         #: nodeid 0: the kernel keeps "no such name" for the entry timeout.
         self._negative = _pack_entry(0, 0, entry_s, 0, entry_ns, 0, *(0,) * 16)
         self._read_buffer = memoryview(bytearray(MAX_READ))
@@ -80,6 +80,10 @@ class UnionOperations:
 
     def init(self, session) -> None:
         self.session = session
+
+    @property
+    def _passing_through(self) -> bool:
+        return self.session is not None and self.session.passthrough
 
     def close(self) -> None:
         """The session is over: close every layer and file descriptor."""
@@ -99,18 +103,18 @@ class UnionOperations:
         return self.union.map_out(st.st_uid, st.st_gid)
 
     def _entry(self, node, st: os.stat_result) -> bytes:
-        entry_s, entry_ns = self._entry_times
-        attr_s, attr_ns = self._dir_times if node.is_dir else self._file_times
+        entry_s, entry_ns = self._times
+        attr_s, attr_ns = self._dir_times if node.is_dir else self._times
         return _pack_entry(node.ino, 0, entry_s, attr_s, entry_ns, attr_ns,
                            *_attr_fields(node.ino, st, *self._ids(st)))
 
     def _attr_reply(self, node, st: os.stat_result) -> bytes:
-        attr_s, attr_ns = self._dir_times if node.is_dir else self._file_times
+        attr_s, attr_ns = self._dir_times if node.is_dir else self._times
         return _pack_attr_out(attr_s, attr_ns, 0, *_attr_fields(node.ino, st, *self._ids(st)))
 
     # -- lookups and attributes -------------------------------------------------------------
     def op_lookup(self, nodeid, body, header):
-        found = self.union.lookup(nodeid, _fsdecode(bytes(body[:-1])))
+        found = self.union.lookup(nodeid, _fsdecode(abi.name_of(body)))
         if found is None:
             return self._negative
         return self._entry(*found)
@@ -242,7 +246,7 @@ class UnionOperations:
         ino = handle.node.ino
         backing = self._backing.get(ino)
         if backing is None and handle.layer == 0 and not self._served.get(ino) \
-                and self.session is not None and self.session.passthrough:
+                and self._passing_through:
             backing = self._new_backing(handle)
         if backing is not None:
             backing[1] += 1
@@ -252,7 +256,7 @@ class UnionOperations:
         self._fh_served[fh] = ino
         # Upper files can have changed under a backing id since the kernel cached their
         # pages: it must not keep them. Lower files never change.
-        keep = handle.layer != 0 or not (self.session and self.session.passthrough)
+        keep = handle.layer != 0 or not self._passing_through
         return abi.OPEN_OUT.pack(fh, abi.FOPEN_KEEP_CACHE if keep else 0, 0)
 
     def _new_backing(self, handle) -> list[int] | None:
@@ -261,8 +265,8 @@ class UnionOperations:
         backing_id = self.session.open_backing(handle.fd)
         if backing_id is None:
             return None
-        entry = self._backing[handle.node.ino] = [backing_id, 0]
-        return entry
+        self._backing[handle.node.ino] = backing = [backing_id, 0]
+        return backing
 
     def op_read(self, nodeid, body, header):
         fh, offset, size, _ = abi.READ_IN.unpack_from(body)
@@ -372,8 +376,8 @@ class UnionOperations:
         if node is None:
             return _pack_dirent_plus(0, 0, 0, 0, 0, 0, *(0,) * 16, ino, offset, len(name),
                                      kind) + abi.padded(name)
-        entry_s, entry_ns = self._entry_times
-        attr_s, attr_ns = self._dir_times if node.is_dir else self._file_times
+        entry_s, entry_ns = self._times
+        attr_s, attr_ns = self._dir_times if node.is_dir else self._times
         return _pack_dirent_plus(ino, 0, entry_s, attr_s, entry_ns, attr_ns,
                                  *_attr_fields(ino, st, *self._ids(st)),
                                  ino, offset, len(name), kind) + abi.padded(name)
